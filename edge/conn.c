@@ -1,0 +1,784 @@
+#include "conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "htab.h"
+#include "list.h"
+#include "xprt.h"
+
+enum conn_state {
+	CONN_CONNECTING,  /* outbound: TCP connect and, for TLS, the handshake */
+	CONN_HANDSHAKING, /* inbound TLS */
+	CONN_UP,
+	CONN_CLOSING,
+};
+
+/* Enough for one TLS record: reads into the stack, copies only leftovers. */
+#define READ_CHUNK 16384
+
+struct pool;
+
+struct conn {
+	struct htab_node by_id;
+	struct list_node pool_link;   /* in pool->conns, outbound only */
+	struct list_node dead_link;   /* in mgr->dead once closing */
+	struct conn_mgr *mgr;
+	struct pool *pool;            /* outbound only */
+	uint64_t id;
+	enum conn_state state;
+	enum conn_side side;
+	int outbound;
+	int close_after_flush;
+	struct xprt *xprt;
+	const struct conn_limits *lim;
+	ev_io io;
+	ev_timer timer;               /* connect/handshake deadline, then idle */
+	ev_tstamp last_active;
+
+	char *rbuf;                   /* bytes of a message not yet whole */
+	size_t rlen, rcap;
+	char *wbuf;                   /* bytes queued for the peer */
+	size_t woff, wlen, wcap;
+
+	char peer_ip[INET6_ADDRSTRLEN];
+	uint16_t peer_port;
+	char peer_str[INET6_ADDRSTRLEN + 8];
+	char local_ip[INET6_ADDRSTRLEN];
+	uint16_t local_port;
+	void *user;
+};
+
+/* The outbound connections to one destination. */
+struct pool {
+	struct htab_node by_key;
+	struct list_node conns;
+	unsigned nconns;
+	char *key;                    /* "tls:name:addr" */
+	char *name;
+};
+
+struct listener {
+	ev_io io;
+	struct conn_mgr *mgr;
+	int fd;
+	enum conn_side side;
+	struct tls_ctx *tls;
+	const struct conn_limits *lim;
+	struct listener *next;
+};
+
+struct conn_mgr {
+	struct ev_loop *loop;
+	const struct conn_handler *handler;
+	void *ctx;
+	unsigned max_conns;
+	unsigned nconns;
+	uint64_t next_id;
+	struct htab conns;            /* by id */
+	struct htab pools;            /* by key */
+	struct listener *listeners;
+	struct list_node dead;        /* closed, to free after this iteration */
+	ev_prepare reaper;
+};
+
+static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+/* ---- addresses ---- */
+
+static void addr_to_str(const struct sockaddr_storage *ss, char *ip, size_t iplen, uint16_t *port)
+{
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+		inet_ntop(AF_INET6, &s6->sin6_addr, ip, (socklen_t)iplen);
+		*port = ntohs(s6->sin6_port);
+	} else {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+		inet_ntop(AF_INET, &s4->sin_addr, ip, (socklen_t)iplen);
+		*port = ntohs(s4->sin_port);
+	}
+}
+
+static void conn_fill_addrs(struct conn *c, int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	memset(&ss, 0, sizeof(ss));
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
+		addr_to_str(&ss, c->peer_ip, sizeof(c->peer_ip), &c->peer_port);
+	len = sizeof(ss);
+	memset(&ss, 0, sizeof(ss));
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
+		addr_to_str(&ss, c->local_ip, sizeof(c->local_ip), &c->local_port);
+	snprintf(c->peer_str, sizeof(c->peer_str), strchr(c->peer_ip, ':') ? "[%s]:%u" : "%s:%u",
+	         c->peer_ip, c->peer_port);
+}
+
+/* ---- manager ---- */
+
+static void reap_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	struct conn_mgr *mgr = w->data;
+	struct list_node *n, *tmp;
+	list_for_each_safe(n, tmp, &mgr->dead) {
+		struct conn *c = list_entry(n, struct conn, dead_link);
+		list_del(&c->dead_link);
+		free(c->rbuf);
+		free(c->wbuf);
+		free(c);
+	}
+}
+
+struct conn_mgr *conn_mgr_new(struct ev_loop *loop, const struct conn_handler *handler,
+                              void *ctx, unsigned max_conns)
+{
+	struct conn_mgr *mgr = calloc(1, sizeof(*mgr));
+	if (!mgr)
+		return NULL;
+	mgr->loop = loop;
+	mgr->handler = handler;
+	mgr->ctx = ctx;
+	mgr->max_conns = max_conns;
+	mgr->next_id = 1;
+	list_init(&mgr->dead);
+	ev_prepare_init(&mgr->reaper, reap_cb);
+	mgr->reaper.data = mgr;
+	ev_prepare_start(loop, &mgr->reaper);
+	ev_unref(loop); /* the reaper alone must not keep the loop running */
+	return mgr;
+}
+
+static void close_one(struct htab_node *n, void *arg)
+{
+	struct conn **list = arg;
+	struct conn *c = (struct conn *)(void *)n;
+	/* Collected first: closing edits the table being walked. */
+	c->dead_link.next = (struct list_node *)*list;
+	*list = c;
+}
+
+static void free_pool(struct htab_node *n, void *arg)
+{
+	struct pool *p = (struct pool *)(void *)n;
+	free(p->key);
+	free(p->name);
+	free(p);
+}
+
+void conn_mgr_free(struct conn_mgr *mgr)
+{
+	if (!mgr)
+		return;
+	while (mgr->listeners) {
+		struct listener *l = mgr->listeners;
+		mgr->listeners = l->next;
+		ev_io_stop(mgr->loop, &l->io);
+		close(l->fd);
+		free(l);
+	}
+	struct conn *open = NULL;
+	htab_foreach(&mgr->conns, close_one, &open);
+	while (open) {
+		struct conn *c = open;
+		open = (struct conn *)(void *)c->dead_link.next;
+		c->dead_link.next = NULL;
+		conn_close(c, "shutting down");
+	}
+	reap_cb(mgr->loop, &mgr->reaper, 0);
+	ev_ref(mgr->loop);
+	ev_prepare_stop(mgr->loop, &mgr->reaper);
+	htab_foreach(&mgr->pools, free_pool, NULL);
+	htab_free(&mgr->pools);
+	htab_free(&mgr->conns);
+	free(mgr);
+}
+
+unsigned conn_mgr_count(const struct conn_mgr *mgr)
+{
+	return mgr->nconns;
+}
+
+static int id_eq(const struct htab_node *n, const void *key)
+{
+	return ((const struct conn *)(const void *)n)->id == *(const uint64_t *)key;
+}
+
+static uint64_t id_hash(uint64_t id)
+{
+	return htab_hash(HTAB_SEED, &id, sizeof(id));
+}
+
+struct conn *conn_find(struct conn_mgr *mgr, uint64_t id)
+{
+	struct htab_node *n = htab_find(&mgr->conns, id_hash(id), id_eq, &id);
+	struct conn *c = (struct conn *)(void *)n;
+	return c && c->state != CONN_CLOSING ? c : NULL;
+}
+
+/* A new connection on fd (owned by the connection from now on). */
+static struct conn *conn_new(struct conn_mgr *mgr, int fd, enum conn_side side, int outbound,
+                             struct tls_ctx *tls, const char *name,
+                             const struct conn_limits *lim)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(fd);
+		return NULL;
+	}
+	c->xprt = tls ? tls_xprt_new(tls, fd, name) : xprt_tcp_new(fd);
+	if (!c->xprt) {
+		if (!tls)
+			close(fd);
+		free(c);
+		return NULL;
+	}
+	c->mgr = mgr;
+	c->id = mgr->next_id++;
+	c->side = side;
+	c->outbound = outbound;
+	c->lim = lim;
+	c->state = outbound ? CONN_CONNECTING : tls ? CONN_HANDSHAKING : CONN_UP;
+	c->last_active = ev_now(mgr->loop);
+	if (!outbound)
+		conn_fill_addrs(c, fd);
+	htab_insert(&mgr->conns, &c->by_id, id_hash(c->id));
+	mgr->nconns++;
+
+	ev_io_init(&c->io, conn_io_cb, fd, outbound ? EV_WRITE : EV_READ);
+	c->io.data = c;
+	ev_io_start(mgr->loop, &c->io);
+	ev_init(&c->timer, conn_timer_cb);
+	c->timer.data = c;
+	c->timer.repeat = c->state == CONN_UP ? lim->idle_timeout_s
+	                                      : lim->connect_timeout_ms / 1000.0;
+	ev_timer_again(mgr->loop, &c->timer);
+	return c;
+}
+
+static void conn_close_as(struct conn *c, int failed, const char *why)
+{
+	if (c->state == CONN_CLOSING)
+		return;
+	struct conn_mgr *mgr = c->mgr;
+	c->state = CONN_CLOSING;
+	ev_io_stop(mgr->loop, &c->io);
+	ev_timer_stop(mgr->loop, &c->timer);
+	if (c->pool) {
+		list_del(&c->pool_link);
+		c->pool->nconns--;
+		c->pool = NULL;
+	}
+	htab_remove(&mgr->conns, &c->by_id);
+	mgr->nconns--;
+	mgr->handler->on_down(mgr->ctx, c, failed, why);
+	c->xprt->ops->destroy(c->xprt);
+	c->xprt = NULL;
+	list_add_tail(&mgr->dead, &c->dead_link);
+}
+
+void conn_close(struct conn *c, const char *why)
+{
+	conn_close_as(c, 0, why);
+}
+
+void conn_fail(struct conn *c, const char *why)
+{
+	conn_close_as(c, 1, why);
+}
+
+void conn_close_after_flush(struct conn *c, const char *why)
+{
+	if (c->state == CONN_CLOSING)
+		return;
+	c->close_after_flush = 1;
+	if (c->wlen == c->woff)
+		conn_close(c, why);
+}
+
+/* ---- writing ---- */
+
+static void conn_update_events(struct conn *c)
+{
+	if (c->state != CONN_UP)
+		return; /* the handshake sets its own events */
+	int want = c->close_after_flush ? 0 : EV_READ;
+	if (c->wlen > c->woff)
+		want |= EV_WRITE;
+	if ((c->io.events & (EV_READ | EV_WRITE)) != want || !ev_is_active(&c->io)) {
+		ev_io_stop(c->mgr->loop, &c->io);
+		ev_io_set(&c->io, c->io.fd, want);
+		if (want)
+			ev_io_start(c->mgr->loop, &c->io);
+	}
+}
+
+/* Writes what is queued. Returns 0, or -1 when the connection closed. */
+static int conn_flush(struct conn *c)
+{
+	while (c->woff < c->wlen) {
+		ssize_t n = c->xprt->ops->send(c->xprt, c->wbuf + c->woff, c->wlen - c->woff);
+		if (n == XPRT_WANT_WRITE || n == XPRT_WANT_READ)
+			break;
+		if (n < 0) {
+			conn_fail(c, c->xprt->error[0] ? c->xprt->error : "send failed");
+			return -1;
+		}
+		c->woff += (size_t)n;
+	}
+	if (c->woff == c->wlen) {
+		c->woff = c->wlen = 0;
+		/* An idle connection keeps no buffers. */
+		free(c->wbuf);
+		c->wbuf = NULL;
+		c->wcap = 0;
+		if (c->close_after_flush) {
+			conn_close(c, "closed after the last response");
+			return -1;
+		}
+	}
+	conn_update_events(c);
+	return 0;
+}
+
+int conn_send(struct conn *c, const char *data, size_t len)
+{
+	if (c->state == CONN_CLOSING)
+		return -1;
+	/* A peer that stops reading must not make us buffer without end. */
+	size_t cap = 4 * c->lim->sip.max_msg_bytes + (1u << 20);
+	if (c->wlen - c->woff + len > cap) {
+		conn_fail(c, "peer does not read: send queue full");
+		return -1;
+	}
+	if (c->wlen + len > c->wcap) {
+		if (c->woff > 0) {
+			memmove(c->wbuf, c->wbuf + c->woff, c->wlen - c->woff);
+			c->wlen -= c->woff;
+			c->woff = 0;
+		}
+		size_t ncap = c->wcap ? c->wcap : 4096;
+		while (ncap < c->wlen + len)
+			ncap *= 2;
+		char *nb = realloc(c->wbuf, ncap);
+		if (!nb) {
+			conn_fail(c, "out of memory");
+			return -1;
+		}
+		c->wbuf = nb;
+		c->wcap = ncap;
+	}
+	memcpy(c->wbuf + c->wlen, data, len);
+	c->wlen += len;
+	if (c->state != CONN_UP)
+		return 0;
+	return conn_flush(c);
+}
+
+int conn_send_msg(struct conn *c, const struct sip_msg *m)
+{
+	size_t size = sip_msg_size(m);
+	char stackbuf[8192];
+	char *buf = size <= sizeof(stackbuf) ? stackbuf : malloc(size);
+	if (!buf) {
+		conn_fail(c, "out of memory");
+		return -1;
+	}
+	size_t n = sip_msg_write(m, buf);
+	int rc = conn_send(c, buf, n);
+	if (buf != stackbuf)
+		free(buf);
+	return rc;
+}
+
+/* ---- reading ---- */
+
+/*
+ * Frames and dispatches the messages in buf. Returns the bytes consumed, or
+ * -1 when the connection closed meanwhile.
+ */
+static ssize_t conn_dispatch(struct conn *c, const char *buf, size_t len)
+{
+	const struct conn_handler *h = c->mgr->handler;
+	void *ctx = c->mgr->ctx;
+	size_t off = 0;
+	while (off < len && c->state == CONN_UP && !c->close_after_flush) {
+		size_t used = 0;
+		enum sip_frame_result fr = sip_frame(buf + off, len - off, &c->lim->sip, &used);
+		struct sip_msg *msg = NULL;
+		int rc;
+		switch (fr) {
+		case SIP_FRAME_MORE:
+			return (ssize_t)off;
+		case SIP_FRAME_PING:
+			if (conn_send(c, "\r\n", 2) < 0)
+				return -1;
+			break;
+		case SIP_FRAME_PONG:
+			break;
+		case SIP_FRAME_MSG:
+			rc = sip_msg_parse(buf + off, used, &c->lim->sip, &msg);
+			if (rc == SIP_OK)
+				h->on_message(ctx, c, msg);
+			else
+				h->on_bad_message(ctx, c, msg, rc);
+			break;
+		case SIP_FRAME_TOO_LARGE:
+			if (used > 0) {
+				/* Parse the headers alone, so that a 513 can be addressed. */
+				struct sip_limits hdr_only = c->lim->sip;
+				hdr_only.max_msg_bytes = used;
+				sip_msg_parse(buf + off, used, &hdr_only, &msg);
+			}
+			h->on_bad_message(ctx, c, msg, SIP_ERR_TOO_LARGE);
+			conn_close_after_flush(c, "message too large");
+			return c->state == CONN_CLOSING ? -1 : (ssize_t)len;
+		case SIP_FRAME_BAD:
+			conn_fail(c, "broken framing: bad Content-Length");
+			return -1;
+		}
+		off += used;
+	}
+	return c->state == CONN_CLOSING ? -1 : (ssize_t)off;
+}
+
+static int rbuf_append(struct conn *c, const char *data, size_t len)
+{
+	if (c->rlen + len > c->rcap) {
+		size_t ncap = c->rcap ? c->rcap : READ_CHUNK;
+		while (ncap < c->rlen + len)
+			ncap *= 2;
+		char *nb = realloc(c->rbuf, ncap);
+		if (!nb)
+			return -1;
+		c->rbuf = nb;
+		c->rcap = ncap;
+	}
+	memcpy(c->rbuf + c->rlen, data, len);
+	c->rlen += len;
+	return 0;
+}
+
+/* Reads until the transport would block. Returns -1 when the connection closed. */
+static int conn_read(struct conn *c)
+{
+	char chunk[READ_CHUNK];
+	while (c->state == CONN_UP && !c->close_after_flush) {
+		ssize_t n = c->xprt->ops->recv(c->xprt, chunk, sizeof(chunk));
+		if (n == XPRT_WANT_READ || n == XPRT_WANT_WRITE)
+			return 0;
+		if (n == XPRT_CLOSED) {
+			if (c->rlen)
+				conn_fail(c, "closed by peer inside a message");
+			else
+				conn_close(c, "closed by peer");
+			return -1;
+		}
+		if (n < 0) {
+			conn_fail(c, c->xprt->error[0] ? c->xprt->error : "read failed");
+			return -1;
+		}
+		c->last_active = ev_now(c->mgr->loop);
+		const char *data = chunk;
+		size_t len = (size_t)n;
+		if (c->rlen > 0) {
+			if (rbuf_append(c, chunk, len) < 0) {
+				conn_fail(c, "out of memory");
+				return -1;
+			}
+			data = c->rbuf;
+			len = c->rlen;
+		}
+		ssize_t used = conn_dispatch(c, data, len);
+		if (used < 0)
+			return -1;
+		size_t left = len - (size_t)used;
+		if (c->rlen > 0) {
+			memmove(c->rbuf, c->rbuf + used, left);
+			c->rlen = left;
+		} else if (left > 0 && rbuf_append(c, data + used, left) < 0) {
+			conn_fail(c, "out of memory");
+			return -1;
+		}
+		if (c->rlen == 0 && c->rbuf) {
+			free(c->rbuf);
+			c->rbuf = NULL;
+			c->rcap = 0;
+		}
+	}
+	return c->state == CONN_CLOSING ? -1 : 0;
+}
+
+/* ---- state machine ---- */
+
+static void conn_established(struct conn *c)
+{
+	c->state = CONN_UP;
+	c->last_active = ev_now(c->mgr->loop);
+	if (c->outbound)
+		conn_fill_addrs(c, c->io.fd);
+	ev_timer_stop(c->mgr->loop, &c->timer);
+	c->timer.repeat = c->lim->idle_timeout_s;
+	ev_timer_again(c->mgr->loop, &c->timer);
+	c->mgr->handler->on_up(c->mgr->ctx, c);
+}
+
+static void conn_handshake(struct conn *c)
+{
+	int rc = c->xprt->ops->handshake(c->xprt);
+	if (rc == XPRT_WANT_READ || rc == XPRT_WANT_WRITE) {
+		int want = rc == XPRT_WANT_READ ? EV_READ : EV_WRITE;
+		if ((c->io.events & (EV_READ | EV_WRITE)) != want) {
+			ev_io_stop(c->mgr->loop, &c->io);
+			ev_io_set(&c->io, c->io.fd, want);
+			ev_io_start(c->mgr->loop, &c->io);
+		}
+		return;
+	}
+	if (rc < 0) {
+		conn_fail(c, c->xprt->error[0] ? c->xprt->error : "handshake failed");
+		return;
+	}
+	conn_established(c);
+	if (c->state == CONN_UP && conn_flush(c) == 0)
+		conn_read(c);
+}
+
+static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct conn *c = w->data;
+	if (c->state == CONN_CONNECTING || c->state == CONN_HANDSHAKING) {
+		conn_handshake(c);
+		return;
+	}
+	if ((revents & EV_WRITE) && conn_flush(c) < 0)
+		return;
+	if ((revents & EV_READ) && conn_read(c) < 0)
+		return;
+	/* TLS may want the other direction than the one that fired. */
+	if (c->wlen > c->woff)
+		conn_flush(c);
+}
+
+static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct conn *c = w->data;
+	if (c->state == CONN_CONNECTING) {
+		conn_fail(c, "connect timeout");
+		return;
+	}
+	if (c->state == CONN_HANDSHAKING) {
+		conn_fail(c, "TLS handshake timeout");
+		return;
+	}
+	/* Idle check the cheap way: one timer, rearmed from the last activity. */
+	ev_tstamp idle_for = ev_now(loop) - c->last_active;
+	if (idle_for >= c->lim->idle_timeout_s && c->wlen == c->woff) {
+		conn_close(c, "idle timeout");
+		return;
+	}
+	w->repeat = c->lim->idle_timeout_s - idle_for;
+	if (w->repeat < 1)
+		w->repeat = 1;
+	ev_timer_again(loop, w);
+}
+
+/* ---- listening ---- */
+
+static void listener_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct listener *l = w->data;
+	struct conn_mgr *mgr = l->mgr;
+	for (int i = 0; i < 64; i++) {
+		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0)
+			return; /* EAGAIN, or EMFILE and the like: try again next time */
+		if (mgr->nconns >= mgr->max_conns) {
+			close(fd);
+			continue;
+		}
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		struct conn *c = conn_new(mgr, fd, l->side, 0, l->tls, NULL, l->lim);
+		if (c && c->state == CONN_HANDSHAKING)
+			conn_handshake(c);
+	}
+}
+
+int conn_listen(struct conn_mgr *mgr, const struct sockaddr *addr, socklen_t len,
+                enum conn_side side, struct tls_ctx *tls, const struct conn_limits *lim,
+                char *err, size_t errlen)
+{
+	char ip[INET6_ADDRSTRLEN];
+	uint16_t port;
+	struct sockaddr_storage ss;
+	memset(&ss, 0, sizeof(ss));
+	memcpy(&ss, addr, len);
+	addr_to_str(&ss, ip, sizeof(ip), &port);
+
+	int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (addr->sa_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, addr, len) < 0 || listen(fd, 1024) < 0) {
+		snprintf(err, errlen, "listen on %s port %u: %s", ip, port, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	struct listener *l = calloc(1, sizeof(*l));
+	if (!l) {
+		close(fd);
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	l->mgr = mgr;
+	l->fd = fd;
+	l->side = side;
+	l->tls = tls;
+	l->lim = lim;
+	ev_io_init(&l->io, listener_cb, fd, EV_READ);
+	l->io.data = l;
+	ev_io_start(mgr->loop, &l->io);
+	l->next = mgr->listeners;
+	mgr->listeners = l;
+	return 0;
+}
+
+/* ---- outbound pools ---- */
+
+static int pool_eq(const struct htab_node *n, const void *key)
+{
+	return strcmp(((const struct pool *)(const void *)n)->key, key) == 0;
+}
+
+static struct pool *pool_get(struct conn_mgr *mgr, const struct conn_dest *d)
+{
+	char ip[INET6_ADDRSTRLEN];
+	uint16_t port;
+	struct sockaddr_storage ss;
+	memset(&ss, 0, sizeof(ss));
+	memcpy(&ss, d->addr, d->addrlen);
+	addr_to_str(&ss, ip, sizeof(ip), &port);
+	char key[512];
+	snprintf(key, sizeof(key), "%s:%s:%s:%u", d->tls ? "tls" : "tcp", d->name, ip, port);
+	uint64_t h = htab_hash(HTAB_SEED, key, strlen(key));
+	struct htab_node *n = htab_find(&mgr->pools, h, pool_eq, key);
+	if (n)
+		return (struct pool *)(void *)n;
+	struct pool *p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	p->key = strdup(key);
+	p->name = strdup(d->name);
+	if (!p->key || !p->name) {
+		free(p->key);
+		free(p->name);
+		free(p);
+		return NULL;
+	}
+	list_init(&p->conns);
+	htab_insert(&mgr->pools, &p->by_key, h);
+	return p;
+}
+
+static struct conn *conn_connect(struct conn_mgr *mgr, struct pool *p,
+                                 const struct conn_dest *d, char *err, size_t errlen)
+{
+	if (mgr->nconns >= mgr->max_conns) {
+		snprintf(err, errlen, "connection limit (%u) reached", mgr->max_conns);
+		return NULL;
+	}
+	int fd = socket(d->addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return NULL;
+	}
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (connect(fd, d->addr, d->addrlen) < 0 && errno != EINPROGRESS) {
+		snprintf(err, errlen, "connect to %s: %s", d->name, strerror(errno));
+		close(fd);
+		return NULL;
+	}
+	struct conn *c = conn_new(mgr, fd, d->side, 1, d->tls, d->name, d->lim);
+	if (!c) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	struct sockaddr_storage ss;
+	memset(&ss, 0, sizeof(ss));
+	memcpy(&ss, d->addr, d->addrlen);
+	addr_to_str(&ss, c->peer_ip, sizeof(c->peer_ip), &c->peer_port);
+	snprintf(c->peer_str, sizeof(c->peer_str), strchr(c->peer_ip, ':') ? "[%s]:%u" : "%s:%u",
+	         c->peer_ip, c->peer_port);
+	c->pool = p;
+	list_add_tail(&p->conns, &c->pool_link);
+	p->nconns++;
+	return c;
+}
+
+struct conn *conn_pool_get(struct conn_mgr *mgr, const struct conn_dest *dest,
+                           char *err, size_t errlen)
+{
+	struct pool *p = pool_get(mgr, dest);
+	if (!p) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	struct conn *best = NULL;
+	struct list_node *n, *tmp;
+	list_for_each_safe(n, tmp, &p->conns) {
+		struct conn *c = list_entry(n, struct conn, pool_link);
+		if (c->state == CONN_UP && c->wlen == c->woff)
+			return c; /* established and idle: the cheapest choice */
+		if (!best || c->wlen - c->woff < best->wlen - best->woff)
+			best = c;
+	}
+	/* Open more connections only under load, up to the count allowed. */
+	if (p->nconns < dest->max_conns)
+		return conn_connect(mgr, p, dest, err, errlen);
+	return best;
+}
+
+/* ---- accessors ---- */
+
+uint64_t conn_id(const struct conn *c) { return c->id; }
+enum conn_side conn_side(const struct conn *c) { return c->side; }
+int conn_is_up(const struct conn *c) { return c->state == CONN_UP; }
+int conn_is_outbound(const struct conn *c) { return c->outbound; }
+const char *conn_peer_ip(const struct conn *c) { return c->peer_ip; }
+uint16_t conn_peer_port(const struct conn *c) { return c->peer_port; }
+const char *conn_peer_str(const struct conn *c) { return c->peer_str; }
+const char *conn_local_ip(const struct conn *c) { return c->local_ip; }
+uint16_t conn_local_port(const struct conn *c) { return c->local_port; }
+const char *conn_dest_name(const struct conn *c) { return c->pool ? c->pool->name : NULL; }
+void conn_set_user(struct conn *c, void *user) { c->user = user; }
+void *conn_user(const struct conn *c) { return c->user; }
+
+int conn_is_tls(const struct conn *c)
+{
+	return c->xprt && strcmp(c->xprt->ops->name, "tls") == 0;
+}
+
+const char *conn_transport(const struct conn *c)
+{
+	return conn_is_tls(c) ? "TLS" : "TCP";
+}
+
+const char *const *conn_peer_names(const struct conn *c, unsigned *n)
+{
+	*n = 0;
+	return c->xprt ? c->xprt->ops->peer_names(c->xprt, n) : NULL;
+}

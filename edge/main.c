@@ -1,0 +1,102 @@
+/*
+ * edged: the EdgePool edge node.
+ *
+ *   edged [-c FILE] [-t] [-h]
+ *
+ * Runs in the foreground (a service manager keeps it running) on one libev
+ * loop; SIGTERM and SIGINT stop it cleanly.
+ */
+#include <ev.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "cfg.h"
+#include "log.h"
+#include "proxy.h"
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+	        "usage: edged [-c FILE] [-t] [-h]\n"
+	        "  -c FILE  configuration file (default: the embedded one, as etc/edged.conf)\n"
+	        "  -t       check the configuration and its TLS files, then exit\n"
+	        "  -h       this help\n");
+}
+
+static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	log_notice("signal %d: stopping", w->signum);
+	ev_break(loop, EVBREAK_ALL);
+}
+
+int main(int argc, char **argv)
+{
+	const char *path = NULL;
+	int check_only = 0;
+	int opt;
+	while ((opt = getopt(argc, argv, "c:th")) != -1) {
+		switch (opt) {
+		case 'c':
+			path = optarg;
+			break;
+		case 't':
+			check_only = 1;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+
+	char err[512];
+	struct edge_cfg *cfg;
+	if (cfg_load(path, &cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "edged: %s\n", err);
+		return 1;
+	}
+	if (check_only) {
+		int rc = proxy_check(cfg, err, sizeof(err));
+		if (rc < 0)
+			fprintf(stderr, "edged: %s: %s\n", cfg->source, err);
+		else
+			printf("edged: %s: configuration OK\n", cfg->source);
+		cfg_free(cfg);
+		return rc < 0 ? 1 : 0;
+	}
+
+	log_open("edged", cfg->log_level, cfg->log_syslog);
+	signal(SIGPIPE, SIG_IGN);
+	struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
+	struct proxy *px = proxy_new(loop, cfg, err, sizeof(err));
+	if (!px) {
+		log_err("cannot start: %s", err);
+		cfg_free(cfg);
+		return 1;
+	}
+	ev_signal sigterm, sigint;
+	ev_signal_init(&sigterm, on_stop_signal, SIGTERM);
+	ev_signal_init(&sigint, on_stop_signal, SIGINT);
+	ev_signal_start(loop, &sigterm);
+	ev_signal_start(loop, &sigint);
+	log_notice("ready: pool %s, configuration %s", cfg->pool_fqdn, cfg->source);
+
+	ev_run(loop, 0);
+
+	ev_signal_stop(loop, &sigterm);
+	ev_signal_stop(loop, &sigint);
+	proxy_free(px);
+	cfg_free(cfg);
+	ev_loop_destroy(loop);
+	log_notice("stopped");
+	log_close();
+	return 0;
+}

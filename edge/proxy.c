@@ -1,0 +1,993 @@
+#include "proxy.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "conn.h"
+#include "htab.h"
+#include "list.h"
+#include "log.h"
+#include "route.h"
+#include "sip_msg.h"
+#include "sip_txn.h"
+#include "tls.h"
+
+/* RFC 3261 timers for reliable transports (A, D, E, G, I, J, K are 0). */
+#define T1 0.5
+#define TIMER_64T1 (64 * T1) /* B, F, H, L (RFC 6026), M (RFC 6026) */
+#define TIMER_C 180.0        /* proxy INVITE timer, > 3 minutes per 16.6 item 11 */
+
+#define SERVER_HEADER "EdgePool"
+#define ALLOW_METHODS "INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, INFO, " \
+                      "UPDATE, PRACK, REFER"
+
+enum srv_state {
+	SRV_PROCEEDING, /* no final response sent yet */
+	SRV_COMPLETED,  /* INVITE: non-2xx final sent, waiting for the ACK (Timer H) */
+	SRV_ACCEPTED,   /* INVITE: 2xx sent, absorbing retransmissions (Timer L) */
+	SRV_DONE,
+};
+
+enum cli_state {
+	CLI_NONE,       /* the request was not forwarded */
+	CLI_CALLING,    /* sent, no response yet (Timer B or F) */
+	CLI_PROCEEDING, /* provisional received (INVITE: Timer C) */
+	CLI_ACCEPTED,   /* INVITE: 2xx received, passing retransmissions (Timer M) */
+	CLI_DONE,
+};
+
+struct proxy {
+	struct ev_loop *loop;
+	const struct edge_cfg *cfg;
+	struct tls_ctx *tls_server;
+	struct tls_ctx *tls_client;
+	struct conn_limits lim_internal;
+	struct conn_limits lim_external;
+	struct conn_mgr *conns;
+	struct router *router;
+	struct sip_txn_table server_txns;
+	struct sip_txn_table client_txns;
+	struct proxy_stats stats;
+};
+
+/* A server transaction and the client transaction it forwarded to. */
+struct ptx {
+	struct sip_txn_link srv_link;
+	struct sip_txn_link cli_link;
+	struct list_node out_link;   /* in the outbound connection's pending list */
+	struct proxy *px;
+	struct sip_msg *req;         /* as received, with received/rport set */
+	struct sip_msg *fwd;         /* as forwarded; NULL until then */
+	uint64_t in_conn;            /* responses go back on this connection */
+	uint64_t out_conn;
+	const char *dest_name;       /* where fwd went, for Warnings */
+	enum srv_state srv;
+	enum cli_state cli;
+	int cancel_pending;          /* CANCEL received before any provisional */
+	char *last_resp;             /* answered to retransmissions of the request */
+	size_t last_resp_len;
+	ev_timer srv_timer;
+	ev_timer cli_timer;
+	char branch[SIP_TXN_BRANCH_LEN + 1];
+};
+
+/* What the proxy keeps per outbound connection. */
+struct link_state {
+	struct list_node pending;    /* ptx waiting for a final response on it */
+};
+
+#define SPAN(str) (int)(str).len, (str).s
+
+/* ---- who we are ---- */
+
+static int listener_matches(const struct cfg_listen *l, unsigned n, struct sip_str host,
+                            uint16_t port)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (sip_str_caseeq(host, l[i].address) && (port == 0 || port == l[i].port))
+			return 1;
+	return 0;
+}
+
+/* Whether host:port (port 0: absent) names this edge: the pool or a listener. */
+static int is_local(const struct proxy *px, struct sip_str host, uint16_t port)
+{
+	const struct edge_cfg *cfg = px->cfg;
+	return sip_str_caseeq(host, cfg->pool_fqdn) ||
+	       listener_matches(cfg->internal_listen, cfg->ninternal_listen, host, port) ||
+	       listener_matches(cfg->external_listen, cfg->nexternal_listen, host, port);
+}
+
+static const struct cfg_listen *side_listener(const struct proxy *px, enum conn_side side)
+{
+	return side == CONN_EXTERNAL ? &px->cfg->external_listen[0] : &px->cfg->internal_listen[0];
+}
+
+/* "host:port" for a URI or Via, with IPv6 in brackets. */
+static void hostport(char *out, size_t len, const char *host, uint16_t port)
+{
+	snprintf(out, len, strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, port);
+}
+
+/* ---- building and sending responses ---- */
+
+static void add_warning(struct proxy *px, struct sip_msg *resp, const char *text)
+{
+	char clean[300];
+	size_t n = 0;
+	/* The Warning text is a quoted string: keep it one. */
+	for (const char *p = text; *p && n < sizeof(clean) - 1; p++)
+		clean[n++] = (*p == '"' || *p == '\\' || *p == '\r' || *p == '\n') ? '\'' : *p;
+	clean[n] = '\0';
+	sip_msg_appendf(resp, SIP_HDR_WARNING, NULL, "399 %s \"%s\"", px->cfg->pool_fqdn, clean);
+}
+
+/* A response to req with our To tag, Server and an optional Warning; NULL on NOMEM. */
+static struct sip_msg *make_response(struct proxy *px, const struct sip_msg *req,
+                                     unsigned status, const char *reason, const char *warning)
+{
+	char tag[17];
+	uint64_t h = htab_hash(HTAB_SEED, req->call_id.s, req->call_id.len);
+	h = htab_hash(h, req->from_tag.s, req->from_tag.len);
+	h = htab_hash(h, &req->cseq, sizeof(req->cseq));
+	snprintf(tag, sizeof(tag), "%016llx", (unsigned long long)h);
+	struct sip_msg *resp = sip_msg_response(req, status, reason, tag);
+	if (!resp)
+		return NULL;
+	sip_msg_append(resp, SIP_HDR_SERVER, NULL, SERVER_HEADER, strlen(SERVER_HEADER));
+	if (warning)
+		add_warning(px, resp, warning);
+	return resp;
+}
+
+/* Sends a response outside any transaction (400, 513, 200 to CANCEL). */
+static void send_stateless(struct proxy *px, struct conn *c, const struct sip_msg *req,
+                           unsigned status, const char *reason, const char *warning)
+{
+	struct sip_msg *resp = make_response(px, req, status, reason, warning);
+	if (resp) {
+		conn_send_msg(c, resp);
+		sip_msg_free(resp);
+	}
+}
+
+static void ptx_srv_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void ptx_cli_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+static void ptx_free(struct ptx *t)
+{
+	struct proxy *px = t->px;
+	ev_timer_stop(px->loop, &t->srv_timer);
+	ev_timer_stop(px->loop, &t->cli_timer);
+	sip_txn_del(&px->server_txns, &t->srv_link);
+	sip_txn_del(&px->client_txns, &t->cli_link);
+	list_del(&t->out_link);
+	sip_msg_free(t->req);
+	sip_msg_free(t->fwd);
+	free(t->last_resp);
+	free(t);
+	px->stats.transactions--;
+}
+
+/* Frees the transaction once both halves are over. Returns 1 when freed. */
+static int ptx_settle(struct ptx *t)
+{
+	if (t->srv == SRV_DONE && (t->cli == CLI_NONE || t->cli == CLI_DONE)) {
+		ptx_free(t);
+		return 1;
+	}
+	return 0;
+}
+
+static void ptx_srv_done(struct ptx *t)
+{
+	t->srv = SRV_DONE;
+	ev_timer_stop(t->px->loop, &t->srv_timer);
+	/* A request with this key is a new transaction from now on. */
+	sip_txn_del(&t->px->server_txns, &t->srv_link);
+}
+
+static void ptx_cli_done(struct ptx *t)
+{
+	t->cli = CLI_DONE;
+	ev_timer_stop(t->px->loop, &t->cli_timer);
+	sip_txn_del(&t->px->client_txns, &t->cli_link);
+	list_del(&t->out_link);
+}
+
+static void ptx_srv_timer(struct ptx *t, ev_tstamp after)
+{
+	ev_timer_stop(t->px->loop, &t->srv_timer);
+	ev_timer_set(&t->srv_timer, after, 0);
+	ev_timer_start(t->px->loop, &t->srv_timer);
+}
+
+static void ptx_cli_timer(struct ptx *t, ev_tstamp after)
+{
+	ev_timer_stop(t->px->loop, &t->cli_timer);
+	ev_timer_set(&t->cli_timer, after, 0);
+	ev_timer_start(t->px->loop, &t->cli_timer);
+}
+
+/*
+ * Sends a response upstream through the server transaction and moves it on
+ * (17.2.1, 17.2.2, RFC 6026). Does not free the transaction.
+ */
+static void ptx_respond(struct ptx *t, const struct sip_msg *resp)
+{
+	struct proxy *px = t->px;
+	if (t->srv == SRV_DONE || (t->srv != SRV_PROCEEDING &&
+	    !(t->srv == SRV_ACCEPTED && resp->status / 100 == 2)))
+		return;
+	size_t size = sip_msg_size(resp);
+	char *wire = malloc(size);
+	if (!wire)
+		return;
+	sip_msg_write(resp, wire);
+	struct conn *c = conn_find(px->conns, t->in_conn);
+	if (c)
+		conn_send(c, wire, size);
+	else
+		log_debug("call-id=%.*s: the connection of the request is gone, response %u dropped",
+		          SPAN(t->req->call_id), resp->status);
+	free(t->last_resp);
+	t->last_resp = wire;
+	t->last_resp_len = size;
+
+	if (resp->status < 200)
+		return;
+	int invite = t->req->method == SIP_INVITE;
+	if (invite && resp->status < 300) {
+		t->srv = SRV_ACCEPTED;
+		ptx_srv_timer(t, TIMER_64T1);
+	} else if (invite) {
+		t->srv = SRV_COMPLETED;
+		ptx_srv_timer(t, TIMER_64T1);
+	} else {
+		ptx_srv_done(t);
+	}
+}
+
+/* Answers the request of t with a final (or 100) response of the edge's own. */
+static void ptx_reply(struct ptx *t, unsigned status, const char *reason, const char *warning)
+{
+	struct sip_msg *resp = make_response(t->px, t->req, status, reason, warning);
+	if (!resp)
+		return;
+	if (status >= 300)
+		t->px->stats.rejected++;
+	ptx_respond(t, resp);
+	sip_msg_free(resp);
+}
+
+/* ---- requests the edge sends on its own: CANCEL and ACK for non-2xx ---- */
+
+/*
+ * Builds a CANCEL (9.1) or an ACK for a non-2xx (17.1.1.3) of the forwarded
+ * request: same Request-URI, Call-ID, From, CSeq number and Route, our Via
+ * alone, and To from the response for an ACK. Sends it on the connection
+ * the request went out on.
+ */
+static void send_hop_request(struct ptx *t, enum sip_method method, const struct sip_msg *resp)
+{
+	const struct sip_msg *f = t->fwd;
+	struct conn *c = conn_find(t->px->conns, t->out_conn);
+	if (!c || !f)
+		return;
+	size_t cap = 512 + f->ruri.len;
+	for (unsigned i = 0; i < f->nhdrs; i++)
+		cap += f->hdrs[i].name.len + f->hdrs[i].value.len + 4;
+	if (resp)
+		for (unsigned i = 0; i < resp->nhdrs; i++)
+			cap += resp->hdrs[i].value.len + 8;
+	char *buf = malloc(cap);
+	if (!buf)
+		return;
+	const char *name = sip_method_name(method);
+	size_t n = (size_t)snprintf(buf, cap, "%s %.*s SIP/2.0\r\n", name, SPAN(f->ruri));
+	int via = sip_msg_find(f, SIP_HDR_VIA, 0);
+	n += (size_t)snprintf(buf + n, cap - n, "Via: %.*s\r\n", SPAN(f->hdrs[via].value));
+	for (unsigned i = 0; i < f->nhdrs; i++) {
+		const struct sip_hdr *h = &f->hdrs[i];
+		if (h->id == SIP_HDR_ROUTE || h->id == SIP_HDR_FROM || h->id == SIP_HDR_CALL_ID ||
+		    (h->id == SIP_HDR_TO && !resp))
+			n += (size_t)snprintf(buf + n, cap - n, "%.*s: %.*s\r\n", SPAN(h->name),
+			                      SPAN(h->value));
+	}
+	int to = resp ? sip_msg_find(resp, SIP_HDR_TO, 0) : -1;
+	if (to >= 0)
+		n += (size_t)snprintf(buf + n, cap - n, "To: %.*s\r\n", SPAN(resp->hdrs[to].value));
+	n += (size_t)snprintf(buf + n, cap - n,
+	                      "CSeq: %u %s\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+	                      f->cseq, name);
+	conn_send(c, buf, n);
+	free(buf);
+}
+
+/* ---- connections ---- */
+
+static struct link_state *link_state_of(struct conn *c)
+{
+	struct link_state *ls = conn_user(c);
+	if (!ls) {
+		ls = calloc(1, sizeof(*ls));
+		if (!ls)
+			return NULL;
+		list_init(&ls->pending);
+		conn_set_user(c, ls);
+	}
+	return ls;
+}
+
+static void on_up(void *ctx, struct conn *c)
+{
+	const char *name = conn_dest_name(c);
+	if (conn_is_tls(c) && !conn_is_outbound(c)) {
+		unsigned n;
+		const char *const *names = conn_peer_names(c, &n);
+		log_info("TLS connection from %s accepted, certificate names %s%s",
+		         conn_peer_str(c), n ? names[0] : "(none)", n > 1 ? ", ..." : "");
+	} else if (name) {
+		log_info("%s connection to %s (%s) established", conn_transport(c), name,
+		         conn_peer_str(c));
+	}
+}
+
+static void on_down(void *ctx, struct conn *c, int failed, const char *why)
+{
+	struct proxy *px = ctx;
+	const char *name = conn_dest_name(c);
+	if (failed)
+		log_warning("%s connection %s %s%s%s (%s side) failed: %s", conn_transport(c),
+		            conn_is_outbound(c) ? "to" : "from", conn_peer_str(c),
+		            name ? " " : "", name ? name : "",
+		            conn_side(c) == CONN_EXTERNAL ? "external" : "internal", why);
+	else
+		log_debug("%s connection %s %s closed: %s", conn_transport(c),
+		          conn_is_outbound(c) ? "to" : "from", conn_peer_str(c), why);
+
+	struct link_state *ls = conn_user(c);
+	if (!ls)
+		return;
+	/* Transactions waiting on this connection will get no response: fail them. */
+	struct list_node *n, *tmp;
+	list_for_each_safe(n, tmp, &ls->pending) {
+		struct ptx *t = list_entry(n, struct ptx, out_link);
+		char warning[300];
+		snprintf(warning, sizeof(warning), "cannot reach %s: %s", t->dest_name, why);
+		ptx_cli_done(t);
+		if (t->srv == SRV_PROCEEDING)
+			ptx_reply(t, 504, NULL, warning);
+		ptx_settle(t);
+	}
+	conn_set_user(c, NULL);
+	free(ls);
+	(void)px;
+}
+
+/* ---- requests ---- */
+
+/*
+ * 18.2.1: records where the request really came from in its top Via, so
+ * that responses find their way back.
+ */
+static void via_set_received(struct sip_msg *m, struct conn *c)
+{
+	int i = sip_msg_find(m, SIP_HDR_VIA, 0);
+	struct sip_via via;
+	if (i < 0 || sip_via_parse(m->hdrs[i].value, &via) < 0)
+		return;
+	int need_received = !sip_str_eq(via.host, conn_peer_ip(c));
+	if (!need_received && !via.has_rport)
+		return;
+	/* Rebuild: sent-protocol and sent-by, then parameters without the old ones. */
+	char buf[1024];
+	size_t prefix = via.params.len ? (size_t)(via.params.s - m->hdrs[i].value.s)
+	                               : m->hdrs[i].value.len;
+	if (prefix >= sizeof(buf) / 2)
+		return;
+	size_t n = (size_t)snprintf(buf, sizeof(buf), "%.*s", (int)prefix, m->hdrs[i].value.s);
+	const char *p = via.params.s, *end = via.params.s + via.params.len;
+	while (p && p < end && n < sizeof(buf)) {
+		const char *q = p + 1;
+		while (q < end && *q != ';')
+			q++;
+		struct sip_str param = { p + 1, (size_t)(q - p - 1) };
+		while (param.len && (*param.s == ' ' || *param.s == '\t')) {
+			param.s++;
+			param.len--;
+		}
+		int is_rport = param.len >= 5 && strncasecmp(param.s, "rport", 5) == 0 &&
+		               (param.len == 5 || param.s[5] == '=' || param.s[5] == ' ');
+		int is_received = param.len >= 8 && strncasecmp(param.s, "received", 8) == 0;
+		if (!is_rport && !is_received)
+			n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%.*s", (int)(q - p), p);
+		p = q;
+	}
+	if (need_received && n < sizeof(buf))
+		n += (size_t)snprintf(buf + n, sizeof(buf) - n, ";received=%s", conn_peer_ip(c));
+	if (via.has_rport && n < sizeof(buf))
+		n += (size_t)snprintf(buf + n, sizeof(buf) - n, ";rport=%u", conn_peer_port(c));
+	if (n < sizeof(buf))
+		sip_msg_set_value(m, (unsigned)i, buf, n);
+}
+
+/* 16.3 item 4: one of our Vias with this request's loop hash means a loop. */
+static int is_looping(const struct proxy *px, const struct sip_msg *m)
+{
+	uint64_t loop = sip_txn_loop_hash(m);
+	for (int i = sip_msg_find(m, SIP_HDR_VIA, 0); i >= 0; i = sip_msg_find(m, SIP_HDR_VIA, i + 1)) {
+		struct sip_via via;
+		if (sip_via_parse(m->hdrs[i].value, &via) == 0 &&
+		    is_local(px, via.host, via.port) && sip_txn_branch_has_loop(via.branch, loop))
+			return 1;
+	}
+	return 0;
+}
+
+/* The URI inside a Route value, parsed; -1 when it is not a SIP URI. */
+static int route_uri(const struct sip_msg *m, int idx, struct sip_uri *uri)
+{
+	struct sip_nameaddr na;
+	if (sip_nameaddr_parse(m->hdrs[idx].value, &na) < 0)
+		return -1;
+	return sip_uri_parse(na.uri, uri);
+}
+
+/*
+ * 16.4: undoes a strict router's rewrite (our Record-Route in the
+ * Request-URI) and removes the Route entries that name us. Fills the target
+ * of the request in rq. Returns 0, or -1 when the Request-URI is unusable.
+ */
+static int preprocess_route(struct proxy *px, struct sip_msg *m, struct rt_request *rq,
+                            int *to_self)
+{
+	struct sip_uri ruri;
+	if (sip_uri_parse(m->ruri, &ruri) < 0)
+		return -1;
+	int last = -1;
+	for (int i = sip_msg_find(m, SIP_HDR_ROUTE, 0); i >= 0; i = sip_msg_find(m, SIP_HDR_ROUTE, i + 1))
+		last = i;
+	if (is_local(px, ruri.host, ruri.port) && last >= 0) {
+		struct sip_nameaddr na;
+		if (sip_nameaddr_parse(m->hdrs[last].value, &na) == 0 &&
+		    sip_msg_set_ruri(m, na.uri.s, na.uri.len) == 0)
+			sip_msg_remove(m, (unsigned)last);
+		if (sip_uri_parse(m->ruri, &ruri) < 0)
+			return -1;
+	}
+	int i;
+	struct sip_uri ru;
+	while ((i = sip_msg_find(m, SIP_HDR_ROUTE, 0)) >= 0 && route_uri(m, i, &ru) == 0 &&
+	       is_local(px, ru.host, ru.port))
+		sip_msg_remove(m, (unsigned)i);
+
+	i = sip_msg_find(m, SIP_HDR_ROUTE, 0);
+	if (i >= 0 && route_uri(m, i, &ru) == 0) {
+		rq->target_host = ru.host;
+		rq->target_from_route = 1;
+	} else {
+		rq->target_host = ruri.host;
+		rq->target_from_route = 0;
+	}
+	*to_self = i < 0 && is_local(px, ruri.host, ruri.port);
+	return 0;
+}
+
+static int creates_dialog(const struct sip_msg *m)
+{
+	return m->to_tag.len == 0 && (m->method == SIP_INVITE || m->method == SIP_SUBSCRIBE ||
+	                              m->method == SIP_REFER || m->method == SIP_NOTIFY);
+}
+
+static void record_route_value(const struct proxy *px, enum conn_side side, char *out, size_t len)
+{
+	const struct cfg_listen *l = side_listener(px, side);
+	char hp[300];
+	if (side == CONN_EXTERNAL)
+		hostport(hp, sizeof(hp), px->cfg->pool_fqdn, l->port);
+	else
+		hostport(hp, sizeof(hp), l->address, l->port);
+	snprintf(out, len, "<sip:%s;transport=%s;lr>", hp, l->tls ? "tls" : "tcp");
+}
+
+/*
+ * 16.6: turns the received request into the one to forward, in place:
+ * Max-Forwards, Record-Route (the entry facing the destination on top),
+ * our Via, Content-Length. Returns 0 or -1 when out of memory.
+ */
+static int prepare_forward(struct proxy *px, struct sip_msg *m, const struct conn_dest *dest,
+                           const char *branch)
+{
+	if (sip_msg_set_max_forwards(m, m->max_forwards < 0 ? 70 : m->max_forwards - 1) < 0)
+		return -1;
+	if (creates_dialog(m)) {
+		char rr[400];
+		enum conn_side from = dest->side == CONN_EXTERNAL ? CONN_INTERNAL : CONN_EXTERNAL;
+		record_route_value(px, from, rr, sizeof(rr));
+		if (sip_msg_insert(m, 0, SIP_HDR_RECORD_ROUTE, NULL, rr, strlen(rr)) < 0)
+			return -1;
+		record_route_value(px, dest->side, rr, sizeof(rr));
+		if (sip_msg_insert(m, 0, SIP_HDR_RECORD_ROUTE, NULL, rr, strlen(rr)) < 0)
+			return -1;
+	}
+	const struct cfg_listen *l = side_listener(px, dest->side);
+	char hp[300];
+	hostport(hp, sizeof(hp), l->address, l->port);
+	char via[400];
+	int n = snprintf(via, sizeof(via), "SIP/2.0/%s %s;branch=%s", dest->tls ? "TLS" : "TCP",
+	                 hp, branch);
+	if (sip_msg_insert(m, 0, SIP_HDR_VIA, NULL, via, (size_t)n) < 0)
+		return -1;
+	if (sip_msg_find(m, SIP_HDR_CONTENT_LENGTH, 0) < 0 &&
+	    sip_msg_appendf(m, SIP_HDR_CONTENT_LENGTH, NULL, "%zu", m->body.len) < 0)
+		return -1;
+	return 0;
+}
+
+static void answer_options(struct ptx *t)
+{
+	struct sip_msg *resp = make_response(t->px, t->req, 200, NULL, NULL);
+	if (!resp)
+		return;
+	sip_msg_append(resp, SIP_HDR_ALLOW, NULL, ALLOW_METHODS, strlen(ALLOW_METHODS));
+	sip_msg_append(resp, SIP_HDR_OTHER, "Accept", "application/sdp", 15);
+	ptx_respond(t, resp);
+	sip_msg_free(resp);
+}
+
+/* Where the request goes, or why not. The message is the one to forward. */
+static void route_request(struct proxy *px, struct conn *c, struct sip_msg *m,
+                          struct rt_decision *d, int *to_self)
+{
+	struct rt_request rq = { .msg = m, .from_side = conn_side(c) };
+	rq.peer_names = conn_peer_names(c, &rq.npeer_names);
+	memset(d, 0, sizeof(*d));
+	if (preprocess_route(px, m, &rq, to_self) < 0) {
+		d->action = RT_REJECT;
+		d->status = 416;
+		snprintf(d->reason, sizeof(d->reason), "the Request-URI is not a SIP URI");
+		return;
+	}
+	if (*to_self)
+		return;
+	rt_decide(px->router, &rq, d);
+}
+
+/* Forwards without a transaction: ACK for a 2xx, a CANCEL we know nothing of. */
+static void forward_stateless(struct proxy *px, struct conn *c, struct sip_msg *m)
+{
+	char branch[SIP_TXN_BRANCH_LEN + 1], err[200];
+	struct rt_decision d;
+	int to_self = 0;
+	sip_txn_branch(m, branch);
+	route_request(px, c, m, &d, &to_self);
+	if (to_self || d.action != RT_FORWARD || m->max_forwards == 0) {
+		log_debug("call-id=%.*s: %s not forwarded: %s", SPAN(m->call_id),
+		          sip_method_name(m->method), to_self ? "addressed to the edge" : d.reason);
+		return;
+	}
+	struct conn *out = prepare_forward(px, m, &d.dest, branch) == 0
+	                 ? conn_pool_get(px->conns, &d.dest, err, sizeof(err)) : NULL;
+	if (out) {
+		conn_send_msg(out, m);
+		px->stats.requests_forwarded++;
+	}
+}
+
+static struct ptx *find_server(struct proxy *px, const struct sip_msg *m, enum sip_method as)
+{
+	char key[SIP_TXN_KEY_MAX];
+	if (sip_txn_server_key(m, as, key, sizeof(key)) < 0)
+		return NULL;
+	struct sip_txn_link *l = sip_txn_find(&px->server_txns, key);
+	return l ? list_entry(&l->node, struct ptx, srv_link.node) : NULL;
+}
+
+static void handle_cancel(struct proxy *px, struct conn *c, struct sip_msg *m)
+{
+	struct ptx *t = find_server(px, m, SIP_INVITE);
+	if (!t) {
+		forward_stateless(px, c, m);
+		return;
+	}
+	/* 16.10: answer the CANCEL, then cancel the pending client transaction. */
+	send_stateless(px, c, m, 200, NULL, NULL);
+	if (t->srv == SRV_PROCEEDING) {
+		if (t->cli == CLI_PROCEEDING)
+			send_hop_request(t, SIP_CANCEL, NULL);
+		else if (t->cli == CLI_CALLING)
+			t->cancel_pending = 1; /* 9.1: not before a provisional response */
+		else if (t->cli == CLI_NONE)
+			ptx_reply(t, 487, NULL, NULL);
+	}
+}
+
+static void handle_request(struct proxy *px, struct conn *c, struct sip_msg *m)
+{
+	px->stats.requests_in++;
+	via_set_received(m, c);
+
+	if (m->method == SIP_ACK) {
+		struct ptx *t = find_server(px, m, SIP_INVITE);
+		if (t && t->srv == SRV_COMPLETED) {
+			/* The ACK for our non-2xx: Timer I is 0 on reliable transports. */
+			ptx_srv_done(t);
+			ptx_settle(t);
+		} else {
+			forward_stateless(px, c, m);
+		}
+		sip_msg_free(m);
+		return;
+	}
+	if (m->method == SIP_CANCEL) {
+		handle_cancel(px, c, m);
+		sip_msg_free(m);
+		return;
+	}
+	struct ptx *old = find_server(px, m, SIP_METHOD_UNKNOWN);
+	if (old) {
+		/* A retransmission: the last response answers it again. */
+		if (old->last_resp)
+			conn_send(c, old->last_resp, old->last_resp_len);
+		sip_msg_free(m);
+		return;
+	}
+
+	char key[SIP_TXN_KEY_MAX];
+	struct ptx *t = calloc(1, sizeof(*t));
+	if (!t || sip_txn_server_key(m, SIP_METHOD_UNKNOWN, key, sizeof(key)) < 0 ||
+	    sip_txn_add(&px->server_txns, &t->srv_link, key) < 0) {
+		send_stateless(px, c, m, 500, NULL, "out of memory");
+		free(t);
+		sip_msg_free(m);
+		return;
+	}
+	px->stats.transactions++;
+	t->px = px;
+	t->req = m;
+	t->in_conn = conn_id(c);
+	ev_init(&t->srv_timer, ptx_srv_timer_cb);
+	t->srv_timer.data = t;
+	ev_init(&t->cli_timer, ptx_cli_timer_cb);
+	t->cli_timer.data = t;
+	sip_txn_branch(m, t->branch);
+
+	if (m->method == SIP_INVITE)
+		ptx_reply(t, 100, NULL, NULL);
+
+	/* 16.3: request validation. */
+	if (m->max_forwards == 0) {
+		if (m->method == SIP_OPTIONS)
+			answer_options(t);
+		else
+			ptx_reply(t, 483, NULL, "Max-Forwards reached 0");
+		ptx_settle(t);
+		return;
+	}
+	if (is_looping(px, m)) {
+		ptx_reply(t, 482, NULL, "the request came back to this edge unchanged");
+		ptx_settle(t);
+		return;
+	}
+	int pr = sip_msg_find(m, SIP_HDR_PROXY_REQUIRE, 0);
+	if (pr >= 0) {
+		struct sip_msg *resp = make_response(px, m, 420, NULL, "no extension is supported");
+		if (resp) {
+			sip_msg_append(resp, SIP_HDR_UNSUPPORTED, NULL, m->hdrs[pr].value.s,
+			               m->hdrs[pr].value.len);
+			ptx_respond(t, resp);
+			sip_msg_free(resp);
+		}
+		ptx_settle(t);
+		return;
+	}
+
+	t->fwd = sip_msg_clone(m);
+	if (!t->fwd) {
+		ptx_reply(t, 500, NULL, "out of memory");
+		ptx_settle(t);
+		return;
+	}
+	struct rt_decision d;
+	int to_self = 0;
+	route_request(px, c, t->fwd, &d, &to_self);
+	if (to_self) {
+		if (m->method == SIP_OPTIONS)
+			answer_options(t);
+		else
+			ptx_reply(t, 405, NULL, "only OPTIONS may be addressed to the edge itself");
+		ptx_settle(t);
+		return;
+	}
+	if (d.action == RT_REJECT) {
+		log_info("rejected %s call-id=%.*s from %s: %u %s", sip_method_name(m->method),
+		         SPAN(m->call_id), conn_peer_str(c), d.status, d.reason);
+		ptx_reply(t, d.status, NULL, d.reason);
+		ptx_settle(t);
+		return;
+	}
+
+	char err[200];
+	struct conn *out = NULL;
+	if (prepare_forward(px, t->fwd, &d.dest, t->branch) < 0)
+		snprintf(err, sizeof(err), "out of memory");
+	else
+		out = conn_pool_get(px->conns, &d.dest, err, sizeof(err));
+	struct link_state *ls = out ? link_state_of(out) : NULL;
+	if (!ls || sip_txn_client_key_of(t->branch, t->fwd, key, sizeof(key)) < 0 ||
+	    sip_txn_add(&px->client_txns, &t->cli_link, key) < 0) {
+		char warning[300];
+		snprintf(warning, sizeof(warning), "cannot reach %s: %s", d.dest.name,
+		         out ? "out of memory" : err);
+		ptx_reply(t, 504, NULL, warning);
+		ptx_settle(t);
+		return;
+	}
+	t->dest_name = d.dest.name;
+	t->out_conn = conn_id(out);
+	t->cli = CLI_CALLING;
+	list_add_tail(&ls->pending, &t->out_link);
+	ptx_cli_timer(t, TIMER_64T1);
+	log_debug("route %s call-id=%.*s from %s (%s) to %s", sip_method_name(m->method),
+	          SPAN(m->call_id), conn_peer_str(c),
+	          conn_side(c) == CONN_EXTERNAL ? "external" : "internal", d.dest.name);
+	px->stats.requests_forwarded++;
+	conn_send_msg(out, t->fwd); /* may fail the transaction through on_down */
+}
+
+/* ---- responses ---- */
+
+static void handle_response(struct proxy *px, struct conn *c, struct sip_msg *m)
+{
+	char key[SIP_TXN_KEY_MAX];
+	struct sip_txn_link *l = NULL;
+	if (sip_txn_client_key(m, key, sizeof(key)) >= 0)
+		l = sip_txn_find(&px->client_txns, key);
+	if (!l) {
+		/* A 2xx retransmitted after Timer M, or a response to our CANCEL/ACK. */
+		log_debug("call-id=%.*s: response %u matches no transaction, dropped",
+		          SPAN(m->call_id), m->status);
+		sip_msg_free(m);
+		return;
+	}
+	struct ptx *t = list_entry(&l->node, struct ptx, cli_link.node);
+	int invite = t->req->method == SIP_INVITE;
+	/* 16.7 item 3: our Via goes. */
+	sip_msg_remove(m, (unsigned)sip_msg_find(m, SIP_HDR_VIA, 0));
+
+	if (m->status < 200) {
+		if (t->cli == CLI_CALLING || t->cli == CLI_PROCEEDING) {
+			t->cli = CLI_PROCEEDING;
+			if (invite)
+				ptx_cli_timer(t, TIMER_C);
+		}
+		if (t->cancel_pending) {
+			t->cancel_pending = 0;
+			send_hop_request(t, SIP_CANCEL, NULL);
+		}
+		if (m->status > 100) /* 16.7 item 3: 100 is not forwarded */
+			ptx_respond(t, m);
+		sip_msg_free(m);
+		return;
+	}
+	if (m->status < 300) {
+		if (invite) {
+			if (t->cli != CLI_ACCEPTED) {
+				t->cli = CLI_ACCEPTED;
+				ptx_cli_timer(t, TIMER_64T1);
+				list_del(&t->out_link);
+			}
+		} else {
+			ptx_cli_done(t);
+		}
+		ptx_respond(t, m);
+		px->stats.responses_forwarded++;
+		sip_msg_free(m);
+		ptx_settle(t);
+		return;
+	}
+	if (t->cli == CLI_ACCEPTED) {
+		sip_msg_free(m);
+		return;
+	}
+	if (invite)
+		send_hop_request(t, SIP_ACK, m);
+	ptx_cli_done(t);
+	if (m->status == 503) {
+		/* 16.7 item 6: a 503 upstream would say that we are unavailable. */
+		m->status = 500;
+		m->reason = SIP_STR_LIT("Server Internal Error");
+	}
+	ptx_respond(t, m);
+	px->stats.responses_forwarded++;
+	sip_msg_free(m);
+	ptx_settle(t);
+}
+
+/* ---- timers ---- */
+
+static void ptx_srv_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct ptx *t = w->data;
+	/* Timer H (no ACK came) or Timer L (2xx retransmission window over). */
+	ptx_srv_done(t);
+	ptx_settle(t);
+}
+
+static void ptx_cli_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct ptx *t = w->data;
+	if (t->cli == CLI_PROCEEDING && t->req->method == SIP_INVITE) {
+		/* Timer C: 16.8, give up on the branch. */
+		send_hop_request(t, SIP_CANCEL, NULL);
+	}
+	int timed_out = t->cli == CLI_CALLING || t->cli == CLI_PROCEEDING;
+	ptx_cli_done(t);
+	if (timed_out && t->srv == SRV_PROCEEDING) {
+		char warning[300];
+		snprintf(warning, sizeof(warning), "no final response from %s", t->dest_name);
+		ptx_reply(t, 408, NULL, warning);
+	}
+	ptx_settle(t);
+}
+
+/* ---- messages from connections ---- */
+
+static void on_message(void *ctx, struct conn *c, struct sip_msg *m)
+{
+	struct proxy *px = ctx;
+	if (m->is_request)
+		handle_request(px, c, m);
+	else
+		handle_response(px, c, m);
+}
+
+static void on_bad_message(void *ctx, struct conn *c, struct sip_msg *m, int err)
+{
+	struct proxy *px = ctx;
+	px->stats.malformed++;
+	log_notice("%s message from %s (%s side): %s", err == SIP_ERR_TOO_LARGE ? "oversized"
+	           : "malformed", conn_peer_str(c),
+	           conn_side(c) == CONN_EXTERNAL ? "external" : "internal", sip_strerror(err));
+	/* Only a request that names its transaction can be answered (8.2.6). */
+	int answerable = m && m->is_request && m->method != SIP_ACK &&
+	                 sip_msg_find(m, SIP_HDR_VIA, 0) >= 0 && m->call_id.len > 0 &&
+	                 sip_msg_find(m, SIP_HDR_FROM, 0) >= 0 && sip_msg_find(m, SIP_HDR_TO, 0) >= 0 &&
+	                 sip_msg_find(m, SIP_HDR_CSEQ, 0) >= 0;
+	if (answerable && err == SIP_ERR_TOO_LARGE)
+		send_stateless(px, c, m, 513, NULL, "the message is larger than this side accepts");
+	else if (answerable)
+		send_stateless(px, c, m, 400, NULL, sip_strerror(err));
+	else if (err != SIP_ERR_TOO_LARGE)
+		conn_fail(c, "malformed message without a transaction to answer");
+	sip_msg_free(m);
+}
+
+static const struct conn_handler proxy_handler = {
+	.on_message = on_message,
+	.on_bad_message = on_bad_message,
+	.on_up = on_up,
+	.on_down = on_down,
+};
+
+/* ---- setup ---- */
+
+static void set_limits(struct conn_limits *lim, const struct edge_cfg *cfg, size_t max_msg)
+{
+	lim->sip.max_msg_bytes = max_msg;
+	lim->sip.max_line_bytes = cfg->max_line_bytes;
+	lim->sip.max_headers = cfg->max_headers;
+	lim->connect_timeout_ms = cfg->connect_timeout_ms;
+	lim->idle_timeout_s = cfg->idle_timeout_s;
+}
+
+int proxy_check(const struct edge_cfg *cfg, char *err, size_t errlen)
+{
+	struct tls_ctx *s = tls_ctx_new(TLS_SERVER, cfg->ca_file, cfg->cert_file, cfg->key_file,
+	                                err, errlen);
+	struct tls_ctx *c = s ? tls_ctx_new(TLS_CLIENT, cfg->ca_file, cfg->cert_file,
+	                                    cfg->key_file, err, errlen) : NULL;
+	int rc = s && c ? 0 : -1;
+	tls_ctx_free(s);
+	tls_ctx_free(c);
+	return rc;
+}
+
+static int listen_all(struct proxy *px, const struct cfg_listen *l, unsigned n,
+                      enum conn_side side, const struct conn_limits *lim, char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < n; i++) {
+		if (conn_listen(px->conns, (const struct sockaddr *)&l[i].addr.sa, l[i].addr.salen,
+		                side, l[i].tls ? px->tls_server : NULL, lim, err, errlen) < 0)
+			return -1;
+		log_info("listening on %s %s port %u (%s side)", l[i].tls ? "TLS" : "TCP",
+		         l[i].address, l[i].port, side == CONN_EXTERNAL ? "external" : "internal");
+	}
+	return 0;
+}
+
+struct proxy *proxy_new(struct ev_loop *loop, const struct edge_cfg *cfg, char *err, size_t errlen)
+{
+	struct proxy *px = calloc(1, sizeof(*px));
+	if (!px) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	px->loop = loop;
+	px->cfg = cfg;
+	set_limits(&px->lim_internal, cfg, cfg->internal_max_msg);
+	set_limits(&px->lim_external, cfg, cfg->external_max_msg);
+	px->tls_server = tls_ctx_new(TLS_SERVER, cfg->ca_file, cfg->cert_file, cfg->key_file,
+	                             err, errlen);
+	if (!px->tls_server)
+		goto fail;
+	px->tls_client = tls_ctx_new(TLS_CLIENT, cfg->ca_file, cfg->cert_file, cfg->key_file,
+	                             err, errlen);
+	if (!px->tls_client)
+		goto fail;
+	px->router = rt_static_new(cfg, px->tls_client, &px->lim_internal, &px->lim_external);
+	px->conns = conn_mgr_new(loop, &proxy_handler, px, cfg->max_connections);
+	if (!px->router || !px->conns) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	if (listen_all(px, cfg->internal_listen, cfg->ninternal_listen, CONN_INTERNAL,
+	               &px->lim_internal, err, errlen) < 0 ||
+	    listen_all(px, cfg->external_listen, cfg->nexternal_listen, CONN_EXTERNAL,
+	               &px->lim_external, err, errlen) < 0)
+		goto fail;
+	return px;
+fail:
+	proxy_free(px);
+	return NULL;
+}
+
+static void free_ptx(struct htab_node *n, void *arg)
+{
+	struct ptx **list = arg;
+	struct ptx *t = list_entry(n, struct ptx, srv_link.node);
+	/* Collected first: freeing edits the table being walked. */
+	t->out_link.prev = (struct list_node *)*list;
+	*list = t;
+}
+
+void proxy_free(struct proxy *px)
+{
+	if (!px)
+		return;
+	/* Connections first: their on_down fails what is pending on them. */
+	conn_mgr_free(px->conns);
+	px->conns = NULL;
+	struct ptx *left = NULL;
+	htab_foreach(&px->server_txns.by_key, free_ptx, &left);
+	while (left) {
+		struct ptx *t = left;
+		left = (struct ptx *)(void *)t->out_link.prev;
+		t->out_link.prev = NULL;
+		t->out_link.next = NULL;
+		ptx_free(t);
+	}
+	/* Client halves whose server half is already over. */
+	while (px->client_txns.by_key.count) {
+		struct htab_node *n = NULL;
+		for (size_t i = 0; !n && i < px->client_txns.by_key.nbuckets; i++)
+			n = px->client_txns.by_key.buckets[i];
+		ptx_free(list_entry(n, struct ptx, cli_link.node));
+	}
+	sip_txn_table_free(&px->server_txns);
+	sip_txn_table_free(&px->client_txns);
+	rt_destroy(px->router);
+	tls_ctx_free(px->tls_server);
+	tls_ctx_free(px->tls_client);
+	free(px);
+}
+
+void proxy_get_stats(const struct proxy *px, struct proxy_stats *out)
+{
+	*out = px->stats;
+	out->connections = px->conns ? conn_mgr_count(px->conns) : 0;
+}

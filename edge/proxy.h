@@ -1,0 +1,50 @@
+/*
+ * proxy: edged's SIP core, a transaction-stateful proxy per RFC 3261
+ * section 16 for reliable transports, between the internal side and the
+ * federation side.
+ *
+ * For each request it validates (Max-Forwards, loop detection,
+ * Proxy-Require), answers what is addressed to the edge itself (OPTIONS),
+ * removes its own Route entries (loose routing), asks the router where the
+ * request goes, and forwards it with its own Via and, on dialog-creating
+ * requests, two Record-Route entries: the pool FQDN for the federation side
+ * and the internal listener for the internal side, so that in-dialog
+ * requests from either side come back through the pool.
+ *
+ * One server transaction and one client transaction form a proxied
+ * transaction (no forking: every request has exactly one target). Timers
+ * are those of reliable transports: B, F, H, L, M of 64*T1 and C of 3 min.
+ */
+#ifndef EDGE_PROXY_H
+#define EDGE_PROXY_H
+
+#include <ev.h>
+#include <stddef.h>
+
+#include "cfg.h"
+
+struct proxy;
+
+struct proxy_stats {
+	unsigned long long requests_in;
+	unsigned long long requests_forwarded;
+	unsigned long long responses_forwarded;
+	unsigned long long rejected;          /* answered with a final error by the edge */
+	unsigned long long malformed;         /* 400 and 513 */
+	unsigned long long transactions;      /* in progress now */
+	unsigned long long connections;       /* open now */
+};
+
+/*
+ * Sets up TLS, the router and the connection manager, and starts listening.
+ * The proxy keeps a pointer to cfg, which must outlive it. Returns NULL
+ * with err set on failure.
+ */
+struct proxy *proxy_new(struct ev_loop *loop, const struct edge_cfg *cfg, char *err, size_t errlen);
+void proxy_free(struct proxy *px);
+void proxy_get_stats(const struct proxy *px, struct proxy_stats *out);
+
+/* Loads the TLS material of cfg without listening: for `edged -t`. */
+int proxy_check(const struct edge_cfg *cfg, char *err, size_t errlen);
+
+#endif
