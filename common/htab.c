@@ -75,9 +75,14 @@ void htab_free(struct htab *t)
 
 void htab_foreach(const struct htab *t, void (*fn)(struct htab_node *n, void *arg), void *arg)
 {
-	for (size_t i = 0; i < t->nbuckets; i++)
-		for (struct htab_node *e = t->buckets[i]; e; e = e->next)
+	for (size_t i = 0; i < t->nbuckets; i++) {
+		struct htab_node *e = t->buckets[i];
+		while (e) {
+			struct htab_node *next = e->next;
 			fn(e, arg);
+			e = next;
+		}
+	}
 }
 
 uint64_t htab_hash(uint64_t h, const void *data, size_t len)

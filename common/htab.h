@@ -27,7 +27,7 @@ typedef int (*htab_eq_fn)(const struct htab_node *n, const void *key);
 struct htab_node *htab_find(const struct htab *t, uint64_t hash, htab_eq_fn eq, const void *key);
 void htab_free(struct htab *t); /* frees the buckets, not the elements */
 
-/* Iterates every element; fn may not modify the table. */
+/* Iterates every element; fn may remove or free the element it is given, no other. */
 void htab_foreach(const struct htab *t, void (*fn)(struct htab_node *n, void *arg), void *arg);
 
 /* 64-bit FNV-1a, chained: h = htab_hash(h, data, len); start from HTAB_SEED. */

@@ -158,11 +158,7 @@ struct conn_mgr *conn_mgr_new(struct ev_loop *loop, const struct conn_handler *h
 
 static void close_one(struct htab_node *n, void *arg)
 {
-	struct conn **list = arg;
-	struct conn *c = (struct conn *)(void *)n;
-	/* Collected first: closing edits the table being walked. */
-	c->dead_link.next = (struct list_node *)*list;
-	*list = c;
+	conn_close((struct conn *)(void *)n, "shutting down");
 }
 
 static void free_pool(struct htab_node *n, void *arg)
@@ -184,14 +180,7 @@ void conn_mgr_free(struct conn_mgr *mgr)
 		close(l->fd);
 		free(l);
 	}
-	struct conn *open = NULL;
-	htab_foreach(&mgr->conns, close_one, &open);
-	while (open) {
-		struct conn *c = open;
-		open = (struct conn *)(void *)c->dead_link.next;
-		c->dead_link.next = NULL;
-		conn_close(c, "shutting down");
-	}
+	htab_foreach(&mgr->conns, close_one, NULL);
 	reap_cb(mgr->loop, &mgr->reaper, 0);
 	ev_ref(mgr->loop);
 	ev_prepare_stop(mgr->loop, &mgr->reaper);

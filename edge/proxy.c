@@ -946,13 +946,14 @@ fail:
 	return NULL;
 }
 
-static void free_ptx(struct htab_node *n, void *arg)
+static void free_server_half(struct htab_node *n, void *arg)
 {
-	struct ptx **list = arg;
-	struct ptx *t = list_entry(n, struct ptx, srv_link.node);
-	/* Collected first: freeing edits the table being walked. */
-	t->out_link.prev = (struct list_node *)*list;
-	*list = t;
+	ptx_free(list_entry(n, struct ptx, srv_link.node));
+}
+
+static void free_client_half(struct htab_node *n, void *arg)
+{
+	ptx_free(list_entry(n, struct ptx, cli_link.node));
 }
 
 void proxy_free(struct proxy *px)
@@ -962,22 +963,9 @@ void proxy_free(struct proxy *px)
 	/* Connections first: their on_down fails what is pending on them. */
 	conn_mgr_free(px->conns);
 	px->conns = NULL;
-	struct ptx *left = NULL;
-	htab_foreach(&px->server_txns.by_key, free_ptx, &left);
-	while (left) {
-		struct ptx *t = left;
-		left = (struct ptx *)(void *)t->out_link.prev;
-		t->out_link.prev = NULL;
-		t->out_link.next = NULL;
-		ptx_free(t);
-	}
-	/* Client halves whose server half is already over. */
-	while (px->client_txns.by_key.count) {
-		struct htab_node *n = NULL;
-		for (size_t i = 0; !n && i < px->client_txns.by_key.nbuckets; i++)
-			n = px->client_txns.by_key.buckets[i];
-		ptx_free(list_entry(n, struct ptx, cli_link.node));
-	}
+	htab_foreach(&px->server_txns.by_key, free_server_half, NULL);
+	/* Those whose server half was over already. */
+	htab_foreach(&px->client_txns.by_key, free_client_half, NULL);
 	sip_txn_table_free(&px->server_txns);
 	sip_txn_table_free(&px->client_txns);
 	rt_destroy(px->router);
