@@ -341,9 +341,10 @@ int conn_send(struct conn *c, const char *data, size_t len)
 {
 	if (c->state == CONN_CLOSING)
 		return -1;
-	/* A peer that stops reading must not make us buffer without end. */
+	/* A peer that stops reading must not make us buffer without end; one
+	 * message of any allowed size still fits behind a short backlog. */
 	size_t cap = 4 * c->lim->sip.max_msg_bytes + (1u << 20);
-	if (c->wlen - c->woff + len > cap) {
+	if (c->wlen - c->woff > cap) {
 		conn_fail(c, "peer does not read: send queue full");
 		return -1;
 	}
@@ -589,14 +590,13 @@ static void listener_cb(struct ev_loop *loop, ev_io *w, int revents)
 		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0)
 			return; /* EAGAIN, or EMFILE and the like: try again next time */
-		if (mgr->nconns >= mgr->max_conns) {
-			close(fd);
-			continue;
-		}
+		int over_limit = mgr->nconns >= mgr->max_conns;
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		struct conn *c = conn_new(mgr, fd, l->side, 0, l->tls, NULL, l->lim);
-		if (c && c->state == CONN_HANDSHAKING)
+		if (c && over_limit)
+			conn_fail(c, "connection limit reached"); /* reported, with the peer */
+		else if (c && c->state == CONN_HANDSHAKING)
 			conn_handshake(c);
 	}
 }

@@ -862,8 +862,10 @@ static void on_bad_message(void *ctx, struct conn *c, struct sip_msg *m, int err
 		send_stateless(px, c, m, 513, NULL, "the message is larger than this side accepts");
 	else if (answerable)
 		send_stateless(px, c, m, 400, NULL, sip_strerror(err));
-	else if (err != SIP_ERR_TOO_LARGE)
-		conn_fail(c, "malformed message without a transaction to answer");
+	else if (!m && err != SIP_ERR_TOO_LARGE)
+		/* Not SIP at all: whatever follows cannot be trusted either. */
+		conn_fail(c, "not a SIP message");
+	/* A malformed response matches nothing: dropping it is all there is to do. */
 	sip_msg_free(m);
 }
 
