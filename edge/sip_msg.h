@@ -145,6 +145,7 @@ enum sip_frame_result {
 /*
  * Finds the next message boundary in a stream buffer (RFC 3261 18.3).
  * Content-Length (or "l") decides the body length; a missing one means 0.
+ * "\r\n\r" alone is MORE: it may be the start of a ping.
  */
 enum sip_frame_result sip_frame(const char *buf, size_t len,
                                 const struct sip_limits *lim, size_t *consumed);
@@ -173,9 +174,10 @@ const char *sip_strerror(int err);
  * On error, *out may still hold a partially parsed message whose start line
  * and the headers parsed so far are usable to build an error response (a
  * 400 needs Via, From, To, Call-ID and CSeq), or NULL when even the start
- * line was unusable; the caller frees it too.
+ * line was unusable (or len exceeds max_msg_bytes); the caller frees it too.
  * Checks: start line, SIP/2.0, header syntax, limits, presence of Via, From,
- * To, Call-ID and CSeq, CSeq number and method (equal to the request
+ * To, Call-ID and CSeq, each of these but Via (and Max-Forwards) at most
+ * once, parsable From and To, CSeq number and method (equal to the request
  * method, except ACK/CANCEL rules stay with the caller), Max-Forwards
  * 0-255, Content-Length equal to the body length, a parsable top Via.
  */
@@ -195,7 +197,10 @@ unsigned sip_msg_count(const struct sip_msg *m, enum sip_hdr_id id);
 /*
  * Inserts a header before index pos (0 = first; m->nhdrs = last). The name
  * is the full name of id, or `name` for SIP_HDR_OTHER. The value is copied
- * into the message's arena. Returns 0 or SIP_ERR_NOMEM.
+ * into the message's arena. Returns 0, SIP_ERR_NOMEM, or SIP_ERR_HEADER when
+ * id is OTHER and name is NULL. A name that maps to a known id takes that id.
+ * The parsed fields (call_id, to_tag, ...) are not updated by any of these,
+ * except by sip_msg_set_max_forwards().
  */
 int sip_msg_insert(struct sip_msg *m, unsigned pos, enum sip_hdr_id id,
                    const char *name, const char *value, size_t value_len);
@@ -205,7 +210,8 @@ int sip_msg_append(struct sip_msg *m, enum sip_hdr_id id, const char *name,
 int sip_msg_appendf(struct sip_msg *m, enum sip_hdr_id id, const char *name,
                     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 void sip_msg_remove(struct sip_msg *m, unsigned pos);
-/* Replaces a header value (copied). Returns 0 or SIP_ERR_NOMEM. */
+/* Replaces a header value (copied). Returns 0, SIP_ERR_NOMEM, or
+ * SIP_ERR_HEADER when pos is out of range. */
 int sip_msg_set_value(struct sip_msg *m, unsigned pos, const char *value, size_t len);
 /* Replaces the Request-URI (copied). */
 int sip_msg_set_ruri(struct sip_msg *m, const char *uri, size_t len);
@@ -238,7 +244,8 @@ size_t sip_msg_write(const struct sip_msg *m, char *dst);
 
 struct sip_uri {
 	struct sip_str scheme;    /* "sip" or "sips" (other schemes: error) */
-	struct sip_str user;      /* may be empty */
+	struct sip_str user;      /* may be empty; without ":password"; may hold ';'
+	                           * (RFC 3966 "1234;phone-context=x@host") */
 	struct sip_str host;      /* IPv6 references without brackets */
 	uint16_t port;            /* 0 when absent */
 	struct sip_str params;    /* ";a=b;lr" including the first ';', or empty */
@@ -248,7 +255,7 @@ int sip_uri_parse(struct sip_str in, struct sip_uri *out); /* 0 or -1 */
 
 /* name-addr or addr-spec (RFC 3261 20.10): "Bob" <sip:b@h>;tag=x */
 struct sip_nameaddr {
-	struct sip_str display;
+	struct sip_str display;   /* without the quotes of a quoted-string */
 	struct sip_str uri;       /* without the angle brackets */
 	struct sip_str params;    /* header parameters after the URI, from ';' */
 };
