@@ -18,8 +18,16 @@ enum conn_state {
 	CONN_CONNECTING,  /* outbound: TCP connect and, for TLS, the handshake */
 	CONN_HANDSHAKING, /* inbound TLS */
 	CONN_UP,
+	CONN_DRAINING,    /* last answer written, our side shut: reading to discard */
 	CONN_CLOSING,
 };
+
+/*
+ * How long a connection that we close after an error answer (513) keeps
+ * reading and discarding: closing with unread data makes the kernel send a
+ * reset, and a reset can destroy the answer before the peer reads it.
+ */
+#define DRAIN_SECONDS 2.0
 
 /* Enough for one TLS record: reads into the stack, copies only leftovers. */
 #define READ_CHUNK 16384
@@ -37,6 +45,7 @@ struct conn {
 	enum conn_side side;
 	int outbound;
 	int close_after_flush;
+	const char *close_reason;     /* a string literal, for on_down */
 	struct xprt *xprt;
 	const struct conn_limits *lim;
 	ev_io io;
@@ -91,6 +100,8 @@ struct conn_mgr {
 
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void conn_update_events(struct conn *c);
+static void conn_drain(struct conn *c);
 
 /* ---- addresses ---- */
 
@@ -285,11 +296,14 @@ void conn_fail(struct conn *c, const char *why)
 
 void conn_close_after_flush(struct conn *c, const char *why)
 {
-	if (c->state == CONN_CLOSING)
+	if (c->state != CONN_UP)
 		return;
 	c->close_after_flush = 1;
+	c->close_reason = why;
 	if (c->wlen == c->woff)
-		conn_close(c, why);
+		conn_drain(c);
+	else
+		conn_update_events(c);
 }
 
 /* ---- writing ---- */
@@ -307,6 +321,31 @@ static void conn_update_events(struct conn *c)
 		if (want)
 			ev_io_start(c->mgr->loop, &c->io);
 	}
+}
+
+/* Shuts our side and discards what the peer still sends, for DRAIN_SECONDS. */
+static void conn_drain(struct conn *c)
+{
+	struct ev_loop *loop = c->mgr->loop;
+	c->state = CONN_DRAINING;
+	c->xprt->ops->shutdown(c->xprt);
+	ev_io_stop(loop, &c->io);
+	ev_io_set(&c->io, c->io.fd, EV_READ);
+	ev_io_start(loop, &c->io);
+	ev_timer_stop(loop, &c->timer);
+	c->timer.repeat = DRAIN_SECONDS;
+	ev_timer_again(loop, &c->timer);
+}
+
+/* Discards raw bytes: nothing read after the last answer is ever parsed. */
+static void conn_discard(struct conn *c)
+{
+	char sink[READ_CHUNK];
+	ssize_t n;
+	while ((n = recv(c->io.fd, sink, sizeof(sink), 0)) > 0)
+		;
+	if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+		conn_close(c, c->close_reason);
 }
 
 /* Writes what is queued. Returns 0, or -1 when the connection closed. */
@@ -329,7 +368,7 @@ static int conn_flush(struct conn *c)
 		c->wbuf = NULL;
 		c->wcap = 0;
 		if (c->close_after_flush) {
-			conn_close(c, "closed after the last response");
+			conn_drain(c);
 			return -1;
 		}
 	}
@@ -339,7 +378,7 @@ static int conn_flush(struct conn *c)
 
 int conn_send(struct conn *c, const char *data, size_t len)
 {
-	if (c->state == CONN_CLOSING)
+	if (c->state == CONN_CLOSING || c->state == CONN_DRAINING)
 		return -1;
 	/* A peer that stops reading must not make us buffer without end; one
 	 * message of any allowed size still fits behind a short backlog. */
@@ -548,6 +587,10 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 		conn_handshake(c);
 		return;
 	}
+	if (c->state == CONN_DRAINING) {
+		conn_discard(c);
+		return;
+	}
 	if ((revents & EV_WRITE) && conn_flush(c) < 0)
 		return;
 	if ((revents & EV_READ) && conn_read(c) < 0)
@@ -566,6 +609,10 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	}
 	if (c->state == CONN_HANDSHAKING) {
 		conn_fail(c, "TLS handshake timeout");
+		return;
+	}
+	if (c->state == CONN_DRAINING) {
+		conn_close(c, c->close_reason);
 		return;
 	}
 	/* Idle check the cheap way: one timer, rearmed from the last activity. */
@@ -730,6 +777,8 @@ struct conn *conn_pool_get(struct conn_mgr *mgr, const struct conn_dest *dest,
 	struct list_node *n, *tmp;
 	list_for_each_safe(n, tmp, &p->conns) {
 		struct conn *c = list_entry(n, struct conn, pool_link);
+		if (c->state == CONN_DRAINING)
+			continue;
 		if (c->state == CONN_UP && c->wlen == c->woff)
 			return c; /* established and idle: the cheapest choice */
 		if (!best || c->wlen - c->woff < best->wlen - best->woff)

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 struct tls_ctx {
@@ -219,6 +220,15 @@ static ssize_t tls_send(struct xprt *x, const void *buf, size_t len)
 	return tls_status(t, rc, "TLS write");
 }
 
+static void tls_shutdown(struct xprt *x)
+{
+	struct tls_xprt *t = (struct tls_xprt *)x;
+	ERR_clear_error();
+	SSL_shutdown(t->ssl); /* sends close_notify; the answer is not awaited */
+	ERR_clear_error();
+	shutdown(x->fd, SHUT_WR);
+}
+
 static const char *const *tls_peer_names(struct xprt *x, unsigned *n)
 {
 	struct tls_xprt *t = (struct tls_xprt *)x;
@@ -245,6 +255,7 @@ static const struct xprt_ops tls_ops = {
 	.handshake = tls_handshake,
 	.recv = tls_recv,
 	.send = tls_send,
+	.shutdown = tls_shutdown,
 	.peer_names = tls_peer_names,
 	.destroy = tls_destroy,
 };

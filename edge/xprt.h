@@ -29,6 +29,9 @@ struct xprt_ops {
 	ssize_t (*recv)(struct xprt *x, void *buf, size_t len);
 	/* Bytes sent (> 0), or a negative xprt_status. */
 	ssize_t (*send)(struct xprt *x, const void *buf, size_t len);
+	/* Ends our direction of the stream (TLS: close_notify, then TCP FIN);
+	 * the peer may still send. */
+	void (*shutdown)(struct xprt *x);
 	/* Names of the verified peer certificate (SAN DNS names, or CN when it
 	 * has none); NULL and 0 for transports without one. Valid until destroy. */
 	const char *const *(*peer_names)(struct xprt *x, unsigned *n);

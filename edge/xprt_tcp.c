@@ -58,6 +58,11 @@ static ssize_t tcp_send(struct xprt *x, const void *buf, size_t len)
 	return XPRT_FAILED;
 }
 
+static void tcp_shutdown(struct xprt *x)
+{
+	shutdown(x->fd, SHUT_WR);
+}
+
 static const char *const *tcp_peer_names(struct xprt *x, unsigned *n)
 {
 	*n = 0;
@@ -75,6 +80,7 @@ static const struct xprt_ops tcp_ops = {
 	.handshake = tcp_handshake,
 	.recv = tcp_recv,
 	.send = tcp_send,
+	.shutdown = tcp_shutdown,
 	.peer_names = tcp_peer_names,
 	.destroy = tcp_destroy,
 };
