@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* What a failed check reports: the line of the setting that is wrong. */
 struct loader {
@@ -226,10 +227,16 @@ static int load_partners(struct loader *ld, const config_setting_t *root)
 		    get_string(ld, p, "address", "", &address) < 0)
 			return -1;
 		o->port = (uint16_t)port;
+		if (strcasecmp(o->fqdn, cfg->pool_fqdn) == 0)
+			return fail(ld, setting(p, "fqdn"), "partner fqdn '%s' is our own pool_fqdn",
+			            o->fqdn);
 		if (resolve(ld, p, *address ? address : o->fqdn, o->port, &o->addr) < 0)
 			return -1;
 		/* A domain served by two partners, or by us, has no single route. */
 		for (unsigned d = 0; d < o->ndomains; d++) {
+			for (unsigned e = 0; e < d; e++)
+				if (strcasecmp(o->domains[d], o->domains[e]) == 0)
+					return fail(ld, p, "domain '%s' is listed twice", o->domains[d]);
 			for (unsigned s = 0; s < cfg->nsip_domains; s++)
 				if (strcasecmp(o->domains[d], cfg->sip_domains[s]) == 0)
 					return fail(ld, p, "partner domain '%s' is one of node.sip_domains",
@@ -341,7 +348,12 @@ int cfg_load(const char *path, struct edge_cfg **out, char *err, size_t errlen)
 	}
 	config_init(lc);
 	cfg->lc = lc;
-	cfg->source = path ? path : "(default)";
+	cfg->source = strdup(path ? path : "(default)");
+	if (!cfg->source) {
+		cfg_free(cfg);
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
 	int ok = path ? config_read_file(lc, path) : config_read_string(lc, cfg_default_text);
 	if (ok != CONFIG_TRUE) {
 		if (config_error_type(lc) == CONFIG_ERR_FILE_IO)
@@ -371,6 +383,7 @@ void cfg_free(struct edge_cfg *cfg)
 	free(cfg->internal_listen);
 	free(cfg->external_listen);
 	free(cfg->sip_domains);
+	free((char *)cfg->source);
 	if (cfg->lc)
 		config_destroy(cfg->lc);
 	free(cfg->lc);

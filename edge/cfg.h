@@ -45,7 +45,7 @@ struct cfg_next_hop {
 };
 
 struct edge_cfg {
-	const char *source;       /* file name, or "(default)" */
+	const char *source;       /* file name (a copy), or "(default)" */
 	const char *pool_fqdn;
 	const char **sip_domains;
 	unsigned nsip_domains;

@@ -638,9 +638,14 @@ static void handle_request(struct proxy *px, struct conn *c, struct sip_msg *m)
 	}
 
 	char key[SIP_TXN_KEY_MAX];
+	if (sip_txn_server_key(m, SIP_METHOD_UNKNOWN, key, sizeof(key)) < 0) {
+		px->stats.malformed++;
+		send_stateless(px, c, m, 400, NULL, "the top Via is too long to name a transaction");
+		sip_msg_free(m);
+		return;
+	}
 	struct ptx *t = calloc(1, sizeof(*t));
-	if (!t || sip_txn_server_key(m, SIP_METHOD_UNKNOWN, key, sizeof(key)) < 0 ||
-	    sip_txn_add(&px->server_txns, &t->srv_link, key) < 0) {
+	if (!t || sip_txn_add(&px->server_txns, &t->srv_link, key) < 0) {
 		send_stateless(px, c, m, 500, NULL, "out of memory");
 		free(t);
 		sip_msg_free(m);

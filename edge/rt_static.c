@@ -146,9 +146,9 @@ static void decide_inbound(struct rt_static *rt, const struct rt_request *req,
 	if (!partner_serves(p, from_host))
 		return reject(out, 403, "sender domain %.*s is not served by partner %s",
 		              SPAN(from_host), p->fqdn);
-	/* In-dialog requests target an internal user's contact, not a domain. */
-	if (req->target_from_route || req->msg->to_tag.len > 0 ||
-	    is_own_domain(cfg, req->target_host))
+	/* In-dialog requests target an internal user's contact, not a domain. A
+	 * Route on an initial request proves nothing: it is the sender's choice. */
+	if (req->msg->to_tag.len > 0 || is_own_domain(cfg, req->target_host))
 		return to_next_hop(rt, out);
 	reject(out, 403, "relay denied: %.*s is not a domain of this organization",
 	       SPAN(req->target_host));

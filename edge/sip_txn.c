@@ -103,9 +103,17 @@ uint64_t sip_txn_loop_hash(const struct sip_msg *req)
 
 void sip_txn_branch(const struct sip_msg *req, char *out)
 {
-	char key[SIP_TXN_KEY_MAX];
-	int n = sip_txn_server_key(req, SIP_METHOD_UNKNOWN, key, sizeof(key));
-	uint64_t txn = htab_hash(HTAB_SEED, key, n > 0 ? (size_t)n : 0);
+	/* The top Via holds what the server key holds (branch, sent-by), with
+	 * no size limit; the method tells an INVITE from its CANCEL. */
+	uint64_t txn = HTAB_SEED;
+	int via = sip_msg_find(req, SIP_HDR_VIA, 0);
+	if (via >= 0)
+		txn = htab_hash(txn, req->hdrs[via].value.s, req->hdrs[via].value.len);
+	txn = htab_hash(txn, req->method_name.s, req->method_name.len);
+	if (via < 0 || req->hdrs[via].value.len == 0) {
+		txn = htab_hash(txn, req->call_id.s, req->call_id.len);
+		txn = htab_hash(txn, &req->cseq, sizeof(req->cseq));
+	}
 	snprintf(out, SIP_TXN_BRANCH_LEN + 1, MAGIC_COOKIE "%016llx.%016llx",
 	         (unsigned long long)sip_txn_loop_hash(req), (unsigned long long)txn);
 }

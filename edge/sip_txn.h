@@ -45,9 +45,9 @@ uint64_t sip_txn_loop_hash(const struct sip_msg *req);
 
 /*
  * The branch for forwarding req: the magic cookie, the loop hash and a hash
- * of the request's own server key, so that a retransmission or an ACK for a
- * 2xx forwarded statelessly gets the same branch again. out has room for
- * SIP_TXN_BRANCH_LEN + 1 bytes.
+ * of the request's top Via and method, so that a retransmission or an ACK
+ * for a 2xx forwarded statelessly gets the same branch again. out has room
+ * for SIP_TXN_BRANCH_LEN + 1 bytes.
  */
 void sip_txn_branch(const struct sip_msg *req, char *out);
 

@@ -1,0 +1,411 @@
+/* Unit tests for edge/cfg.c: the embedded default, checks and their error lines. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cfg.h"
+
+/* The sections of a valid configuration; a test replaces one or adds lines. */
+#define NODE "node = {\n  pool_fqdn = \"sip.contoso.test\";\n  sip_domains = [ \"contoso.test\" ];\n};\n"
+#define LOG "log = { level = \"debug\"; syslog = true; };\n"
+#define TLS "tls = {\n  ca_file = \"ca.pem\";\n  cert_file = \"edge.pem\";\n  key_file = \"edge.key\";\n};\n"
+#define INTERNAL \
+	"internal = {\n" \
+	"  listen = ( { address = \"127.0.0.1\"; port = 5060; transport = \"tcp\"; } );\n" \
+	"  next_hop = { host = \"127.0.0.1\"; port = 5070; transport = \"tcp\"; };\n" \
+	"};\n"
+#define EXTERNAL "external = {\n  listen = ( { address = \"127.0.0.1\"; port = 5061; } );\n};\n"
+
+struct tmpconf {
+	char path[64];
+};
+
+static void write_conf(struct tmpconf *t, const char *text)
+{
+	strcpy(t->path, "/tmp/test_cfg_XXXXXX");
+	int fd = mkstemp(t->path);
+	assert_true(fd >= 0);
+	size_t len = strlen(text);
+	assert_int_equal(write(fd, text, len), (ssize_t)len);
+	close(fd);
+}
+
+static struct edge_cfg *load_ok(const char *text)
+{
+	struct tmpconf t;
+	struct edge_cfg *cfg = NULL;
+	char err[512] = "";
+
+	write_conf(&t, text);
+	int rc = cfg_load(t.path, &cfg, err, sizeof(err));
+	unlink(t.path);
+	if (rc != 0)
+		fail_msg("cfg_load: %s", err);
+	assert_non_null(cfg);
+	return cfg;
+}
+
+/* The 1-based line of the first line of text that holds marker. */
+static unsigned line_of(const char *text, const char *marker)
+{
+	const char *at = strstr(text, marker);
+	unsigned line = 1;
+
+	assert_non_null(at);
+	for (const char *p = text; p < at; p++)
+		line += *p == '\n';
+	return line;
+}
+
+/*
+ * Asserts that text fails to load with "PATH:LINE: ..." where LINE is the
+ * line holding marker, and that the reason mentions `mention`.
+ */
+static void load_fails(const char *text, const char *marker, const char *mention)
+{
+	struct tmpconf t;
+	struct edge_cfg *cfg = (struct edge_cfg *)1;
+	char err[512] = "", want[128];
+
+	write_conf(&t, text);
+	int rc = cfg_load(t.path, &cfg, err, sizeof(err));
+	unlink(t.path);
+	assert_int_equal(rc, -1);
+	assert_null(cfg);
+	snprintf(want, sizeof(want), "%s:%u: ", t.path, line_of(text, marker));
+	if (strncmp(err, want, strlen(want)) != 0)
+		fail_msg("error \"%s\" does not start with \"%s\"", err, want);
+	if (mention && !strstr(err, mention))
+		fail_msg("error \"%s\" does not mention \"%s\"", err, mention);
+}
+
+static void assert_addr(const struct cfg_addr *a, const char *ip, uint16_t port)
+{
+	const struct sockaddr_in *sin = (const struct sockaddr_in *)(const void *)&a->sa;
+	char got[INET_ADDRSTRLEN];
+
+	assert_int_equal(a->salen, sizeof(struct sockaddr_in));
+	assert_int_equal(sin->sin_family, AF_INET);
+	assert_non_null(inet_ntop(AF_INET, &sin->sin_addr, got, sizeof(got)));
+	assert_string_equal(got, ip);
+	assert_int_equal(ntohs(sin->sin_port), port);
+}
+
+/* The values etc/edged.conf sets. */
+static void assert_shipped_values(const struct edge_cfg *cfg)
+{
+	assert_string_equal(cfg->pool_fqdn, "sip.contoso.test");
+	assert_int_equal(cfg->nsip_domains, 1);
+	assert_string_equal(cfg->sip_domains[0], "contoso.test");
+	assert_int_equal(cfg->log_level, LOG_LVL_INFO);
+	assert_int_equal(cfg->log_syslog, 0);
+	assert_string_equal(cfg->ca_file, "run/pki/ca.pem");
+	assert_string_equal(cfg->cert_file, "run/pki/sip.contoso.test.pem");
+	assert_string_equal(cfg->key_file, "run/pki/sip.contoso.test.key");
+
+	assert_int_equal(cfg->ninternal_listen, 1);
+	assert_string_equal(cfg->internal_listen[0].address, "127.0.0.1");
+	assert_int_equal(cfg->internal_listen[0].port, 5060);
+	assert_int_equal(cfg->internal_listen[0].tls, 0);
+	assert_addr(&cfg->internal_listen[0].addr, "127.0.0.1", 5060);
+	assert_string_equal(cfg->next_hop.host, "127.0.0.1");
+	assert_string_equal(cfg->next_hop.fqdn, "127.0.0.1");
+	assert_int_equal(cfg->next_hop.port, 5070);
+	assert_int_equal(cfg->next_hop.tls, 0);
+	assert_addr(&cfg->next_hop.addr, "127.0.0.1", 5070);
+	assert_int_equal(cfg->internal_max_msg, 128 * 1024);
+
+	assert_int_equal(cfg->nexternal_listen, 1);
+	assert_string_equal(cfg->external_listen[0].address, "127.0.0.1");
+	assert_int_equal(cfg->external_listen[0].port, 5061);
+	assert_int_equal(cfg->external_listen[0].tls, 1);
+	assert_addr(&cfg->external_listen[0].addr, "127.0.0.1", 5061);
+	assert_int_equal(cfg->external_max_msg, 5000 * 1024);
+
+	assert_int_equal(cfg->npartners, 1);
+	assert_int_equal(cfg->partners[0].ndomains, 1);
+	assert_string_equal(cfg->partners[0].domains[0], "fabrikam.test");
+	assert_string_equal(cfg->partners[0].fqdn, "sip.fabrikam.test");
+	assert_int_equal(cfg->partners[0].port, 5061);
+	assert_addr(&cfg->partners[0].addr, "127.0.0.2", 5061);
+
+	assert_int_equal(cfg->max_connections, 10000);
+	assert_int_equal(cfg->max_headers, 256);
+	assert_int_equal(cfg->max_line_bytes, 8192);
+	assert_int_equal(cfg->outgoing_tls_count, 4);
+	assert_int_equal(cfg->connect_timeout_ms, 5000);
+	assert_int_equal(cfg->idle_timeout_s, 1200);
+}
+
+static void test_default(void **state)
+{
+	struct edge_cfg *cfg = NULL;
+	char err[256] = "";
+
+	if (cfg_load(NULL, &cfg, err, sizeof(err)) != 0)
+		fail_msg("cfg_load(NULL): %s", err);
+	assert_string_equal(cfg->source, "(default)");
+	assert_shipped_values(cfg);
+	cfg_free(cfg);
+}
+
+/* The embedded text is etc/edged.conf itself (tests run from the top folder). */
+static void test_default_is_shipped_file(void **state)
+{
+	FILE *f = fopen("etc/edged.conf", "r");
+	if (!f)
+		skip();
+	char *text = calloc(1, 65536);
+	assert_non_null(text);
+	size_t n = fread(text, 1, 65535, f);
+	fclose(f);
+	assert_true(n > 0 && n < 65535);
+	assert_string_equal(cfg_default_text, text);
+	free(text);
+
+	struct edge_cfg *cfg = NULL;
+	char err[256] = "";
+	if (cfg_load("etc/edged.conf", &cfg, err, sizeof(err)) != 0)
+		fail_msg("cfg_load: %s", err);
+	assert_shipped_values(cfg);
+	cfg_free(cfg);
+}
+
+static void test_defaults_when_absent(void **state)
+{
+	/* No log, limits or partners; no max_message_kb, next hop port or transport. */
+	struct edge_cfg *cfg = load_ok(NODE TLS
+		"internal = {\n"
+		"  listen = ( { address = \"::1\"; port = 5060; } );\n"
+		"  next_hop = { host = \"127.0.0.1\"; fqdn = \"fe.contoso.test\"; };\n"
+		"};\n"
+		EXTERNAL);
+
+	assert_int_equal(cfg->log_level, LOG_LVL_INFO);
+	assert_int_equal(cfg->log_syslog, 0);
+	assert_int_equal(cfg->internal_listen[0].tls, 0);
+	assert_int_equal(cfg->internal_listen[0].addr.sa.ss_family, AF_INET6);
+	assert_int_equal(cfg->internal_listen[0].addr.salen, sizeof(struct sockaddr_in6));
+	assert_string_equal(cfg->next_hop.fqdn, "fe.contoso.test");
+	assert_int_equal(cfg->next_hop.port, 5061);
+	assert_int_equal(cfg->next_hop.tls, 0);
+	assert_int_equal(cfg->internal_max_msg, 128 * 1024);
+	assert_int_equal(cfg->external_max_msg, 5000 * 1024);
+	assert_int_equal(cfg->npartners, 0);
+	assert_int_equal(cfg->max_connections, 10000);
+	assert_int_equal(cfg->max_headers, 256);
+	assert_int_equal(cfg->max_line_bytes, 8192);
+	assert_int_equal(cfg->outgoing_tls_count, 4);
+	assert_int_equal(cfg->connect_timeout_ms, 5000);
+	assert_int_equal(cfg->idle_timeout_s, 1200);
+	cfg_free(cfg);
+}
+
+static void test_values_read(void **state)
+{
+	struct edge_cfg *cfg = load_ok(NODE LOG TLS
+		"internal = {\n"
+		"  listen = ( { address = \"127.0.0.1\"; port = 5060; },\n"
+		"             { address = \"127.0.0.1\"; port = 5063; transport = \"tls\"; } );\n"
+		"  next_hop = { host = \"127.0.0.1\"; port = 5070; transport = \"tls\"; };\n"
+		"  max_message_kb = 256;\n"
+		"};\n"
+		"external = { listen = ( { address = \"127.0.0.1\"; port = 5061; } ); max_message_kb = 1; };\n"
+		"partners = (\n"
+		"  { domains = [ \"fabrikam.test\", \"fabrikam.example\" ]; fqdn = \"sip.fabrikam.test\";\n"
+		"    address = \"127.0.0.2\"; port = 5062; }\n"
+		");\n"
+		"limits = { max_connections = 7; max_headers = 9; max_line_bytes = 300;\n"
+		"           outgoing_tls_count = 2; connect_timeout_ms = 100; idle_timeout_s = 60; };\n");
+
+	assert_int_equal(cfg->log_level, LOG_LVL_DEBUG);
+	assert_int_equal(cfg->log_syslog, 1);
+	assert_int_equal(cfg->ninternal_listen, 2);
+	assert_int_equal(cfg->internal_listen[0].tls, 0);
+	assert_int_equal(cfg->internal_listen[1].tls, 1);
+	assert_int_equal(cfg->internal_listen[1].port, 5063);
+	assert_int_equal(cfg->next_hop.tls, 1);
+	assert_int_equal(cfg->internal_max_msg, 256 * 1024);
+	assert_int_equal(cfg->external_max_msg, 1024);
+	assert_int_equal(cfg->partners[0].ndomains, 2);
+	assert_string_equal(cfg->partners[0].domains[1], "fabrikam.example");
+	assert_addr(&cfg->partners[0].addr, "127.0.0.2", 5062);
+	assert_int_equal(cfg->max_connections, 7);
+	assert_int_equal(cfg->max_headers, 9);
+	assert_int_equal(cfg->max_line_bytes, 300);
+	assert_int_equal(cfg->outgoing_tls_count, 2);
+	assert_int_equal(cfg->connect_timeout_ms, 100);
+	assert_int_equal(cfg->idle_timeout_s, 60);
+	cfg_free(cfg);
+}
+
+/* cfg_load() returns a configuration that owns every string it points to. */
+static void test_owns_source(void **state)
+{
+	struct tmpconf t;
+	struct edge_cfg *cfg = NULL;
+	char err[256] = "", path[sizeof(t.path)], got[sizeof(t.path)];
+
+	write_conf(&t, NODE TLS INTERNAL EXTERNAL);
+	strcpy(path, t.path);
+	int rc = cfg_load(path, &cfg, err, sizeof(err));
+	unlink(t.path);
+	if (rc != 0)
+		fail_msg("cfg_load: %s", err);
+	memset(path, 'x', strlen(path));
+	snprintf(got, sizeof(got), "%s", cfg->source);
+	cfg_free(cfg);
+	assert_string_equal(got, t.path);
+}
+
+static void test_missing_file(void **state)
+{
+	struct edge_cfg *cfg = (struct edge_cfg *)1;
+	char err[256] = "";
+
+	assert_int_equal(cfg_load("/nonexistent/edged.conf", &cfg, err, sizeof(err)), -1);
+	assert_null(cfg);
+	assert_non_null(strstr(err, "/nonexistent/edged.conf"));
+}
+
+static void test_err_syntax(void **state)
+{
+	load_fails(NODE TLS "internal = {\n  listen = ( { address = \"127.0.0.1\"; port = 5060 5061; } );\n};\n"
+	           EXTERNAL, "port = 5060", NULL);
+}
+
+static void test_err_unknown_section(void **state)
+{
+	load_fails(NODE TLS INTERNAL EXTERNAL "limit = { max_connections = 5; };\n", "limit =", "limit");
+}
+
+static void test_err_port_range(void **state)
+{
+	load_fails(NODE TLS INTERNAL
+	           "external = {\n  listen = (\n    { address = \"127.0.0.1\";\n      port = 70000; }\n  );\n};\n",
+	           "70000", "port");
+}
+
+static void test_err_transport(void **state)
+{
+	load_fails(NODE TLS
+	           "internal = {\n"
+	           "  listen = ( { address = \"127.0.0.1\"; port = 5060;\n"
+	           "               transport = \"udp\"; } );\n"
+	           "  next_hop = { host = \"127.0.0.1\"; port = 5070; };\n"
+	           "};\n" EXTERNAL,
+	           "\"udp\"", "udp");
+	load_fails(NODE TLS
+	           "internal = {\n"
+	           "  listen = ( { address = \"127.0.0.1\"; port = 5060; } );\n"
+	           "  next_hop = { host = \"127.0.0.1\";\n    transport = \"sctp\"; };\n"
+	           "};\n" EXTERNAL,
+	           "\"sctp\"", "sctp");
+}
+
+static void test_err_external_transport(void **state)
+{
+	load_fails(NODE TLS INTERNAL
+	           "external = {\n  listen = ( { address = \"127.0.0.1\"; port = 5061;\n"
+	           "    transport = \"tls\"; } );\n};\n",
+	           "transport = \"tls\"", "transport");
+}
+
+static void test_err_partner_domain_twice(void **state)
+{
+	load_fails(NODE TLS INTERNAL EXTERNAL
+	           "partners = (\n"
+	           "  { domains = [ \"fabrikam.test\" ]; fqdn = \"sip.fabrikam.test\"; address = \"127.0.0.2\"; },\n"
+	           "  { domains = [ \"other.test\", \"Fabrikam.Test\" ]; fqdn = \"sip.other.test\"; address = \"127.0.0.3\"; }\n"
+	           ");\n",
+	           "sip.other.test", "Fabrikam.Test");
+}
+
+static void test_err_partner_domain_ours(void **state)
+{
+	load_fails(NODE TLS INTERNAL EXTERNAL
+	           "partners = (\n"
+	           "  { domains = [ \"contoso.test\" ]; fqdn = \"sip.fabrikam.test\"; address = \"127.0.0.2\"; }\n"
+	           ");\n",
+	           "sip.fabrikam.test", "contoso.test");
+}
+
+static void test_err_missing_pool_fqdn(void **state)
+{
+	load_fails("# no pool name\n\nnode = {\n  sip_domains = [ \"contoso.test\" ];\n};\n"
+	           TLS INTERNAL EXTERNAL, "node = {", "pool_fqdn");
+}
+
+static void test_err_listen_address(void **state)
+{
+	load_fails(NODE TLS
+	           "internal = {\n"
+	           "  listen = ( { port = 5060;\n               address = \"localhost\"; } );\n"
+	           "  next_hop = { host = \"127.0.0.1\"; port = 5070; };\n"
+	           "};\n" EXTERNAL,
+	           "\"localhost\"", "localhost");
+}
+
+static void test_err_max_message_kb(void **state)
+{
+	load_fails(NODE TLS
+	           "internal = {\n"
+	           "  listen = ( { address = \"127.0.0.1\"; port = 5060; } );\n"
+	           "  next_hop = { host = \"127.0.0.1\"; port = 5070; };\n"
+	           "  max_message_kb = 257;\n"
+	           "};\n" EXTERNAL,
+	           "257", "max_message_kb");
+	load_fails(NODE TLS INTERNAL
+	           "external = {\n  listen = ( { address = \"127.0.0.1\"; port = 5061; } );\n"
+	           "  max_message_kb = 0;\n};\n",
+	           "max_message_kb = 0", "max_message_kb");
+}
+
+static void test_err_log_level(void **state)
+{
+	load_fails(NODE "log = {\n  syslog = false;\n  level = \"verbose\";\n};\n" TLS INTERNAL EXTERNAL,
+	           "\"verbose\"", "verbose");
+}
+
+static void test_err_limits(void **state)
+{
+	load_fails(NODE TLS INTERNAL EXTERNAL "limits = {\n  outgoing_tls_count = 0;\n};\n",
+	           "outgoing_tls_count", "outgoing_tls_count");
+	load_fails(NODE TLS INTERNAL EXTERNAL "limits = {\n  idle_timeout_s = \"20m\";\n};\n",
+	           "idle_timeout_s", "idle_timeout_s");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_default),
+		cmocka_unit_test(test_default_is_shipped_file),
+		cmocka_unit_test(test_defaults_when_absent),
+		cmocka_unit_test(test_values_read),
+		cmocka_unit_test(test_owns_source),
+		cmocka_unit_test(test_missing_file),
+		cmocka_unit_test(test_err_syntax),
+		cmocka_unit_test(test_err_unknown_section),
+		cmocka_unit_test(test_err_port_range),
+		cmocka_unit_test(test_err_transport),
+		cmocka_unit_test(test_err_external_transport),
+		cmocka_unit_test(test_err_partner_domain_twice),
+		cmocka_unit_test(test_err_partner_domain_ours),
+		cmocka_unit_test(test_err_missing_pool_fqdn),
+		cmocka_unit_test(test_err_listen_address),
+		cmocka_unit_test(test_err_max_message_kb),
+		cmocka_unit_test(test_err_log_level),
+		cmocka_unit_test(test_err_limits),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
