@@ -1,6 +1,7 @@
 #include "proxy.h"
 
 #include <arpa/inet.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -265,6 +266,27 @@ static void ptx_reply(struct ptx *t, unsigned status, const char *reason, const 
 
 /* ---- requests the edge sends on its own: CANCEL and ACK for non-2xx ---- */
 
+struct text {
+	char *buf;
+	size_t cap, len;
+	int truncated;
+};
+
+__attribute__((format(printf, 2, 3)))
+static void text_add(struct text *t, const char *fmt, ...)
+{
+	if (t->truncated)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(t->buf + t->len, t->cap - t->len, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= t->cap - t->len)
+		t->truncated = 1;
+	else
+		t->len += (size_t)n;
+}
+
 /*
  * Builds a CANCEL (9.1) or an ACK for a non-2xx (17.1.1.3) of the forwarded
  * request: same Request-URI, Call-ID, From, CSeq number and Route, our Via
@@ -277,34 +299,31 @@ static void send_hop_request(struct ptx *t, enum sip_method method, const struct
 	struct conn *c = conn_find(t->px->conns, t->out_conn);
 	if (!c || !f)
 		return;
-	size_t cap = 512 + f->ruri.len;
+	struct text txt = { .cap = 512 + f->ruri.len };
 	for (unsigned i = 0; i < f->nhdrs; i++)
-		cap += f->hdrs[i].name.len + f->hdrs[i].value.len + 4;
-	if (resp)
-		for (unsigned i = 0; i < resp->nhdrs; i++)
-			cap += resp->hdrs[i].value.len + 8;
-	char *buf = malloc(cap);
-	if (!buf)
+		txt.cap += f->hdrs[i].name.len + f->hdrs[i].value.len + 4;
+	for (unsigned i = 0; resp && i < resp->nhdrs; i++)
+		txt.cap += resp->hdrs[i].value.len + 8;
+	txt.buf = malloc(txt.cap);
+	if (!txt.buf)
 		return;
 	const char *name = sip_method_name(method);
-	size_t n = (size_t)snprintf(buf, cap, "%s %.*s SIP/2.0\r\n", name, SPAN(f->ruri));
-	int via = sip_msg_find(f, SIP_HDR_VIA, 0);
-	n += (size_t)snprintf(buf + n, cap - n, "Via: %.*s\r\n", SPAN(f->hdrs[via].value));
+	text_add(&txt, "%s %.*s SIP/2.0\r\n", name, SPAN(f->ruri));
+	text_add(&txt, "Via: %.*s\r\n", SPAN(f->hdrs[sip_msg_find(f, SIP_HDR_VIA, 0)].value));
 	for (unsigned i = 0; i < f->nhdrs; i++) {
 		const struct sip_hdr *h = &f->hdrs[i];
 		if (h->id == SIP_HDR_ROUTE || h->id == SIP_HDR_FROM || h->id == SIP_HDR_CALL_ID ||
 		    (h->id == SIP_HDR_TO && !resp))
-			n += (size_t)snprintf(buf + n, cap - n, "%.*s: %.*s\r\n", SPAN(h->name),
-			                      SPAN(h->value));
+			text_add(&txt, "%.*s: %.*s\r\n", SPAN(h->name), SPAN(h->value));
 	}
 	int to = resp ? sip_msg_find(resp, SIP_HDR_TO, 0) : -1;
 	if (to >= 0)
-		n += (size_t)snprintf(buf + n, cap - n, "To: %.*s\r\n", SPAN(resp->hdrs[to].value));
-	n += (size_t)snprintf(buf + n, cap - n,
-	                      "CSeq: %u %s\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
-	                      f->cseq, name);
-	conn_send(c, buf, n);
-	free(buf);
+		text_add(&txt, "To: %.*s\r\n", SPAN(resp->hdrs[to].value));
+	text_add(&txt, "CSeq: %u %s\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+	         f->cseq, name);
+	if (!txt.truncated)
+		conn_send(c, txt.buf, txt.len);
+	free(txt.buf);
 }
 
 /* ---- connections ---- */
