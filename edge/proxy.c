@@ -524,13 +524,22 @@ static int prepare_forward(struct proxy *px, struct sip_msg *m, const struct con
 	if (sip_msg_set_max_forwards(m, m->max_forwards < 0 ? 70 : m->max_forwards - 1) < 0)
 		return -1;
 	if (creates_dialog(m)) {
+		/* Above the Record-Routes already there, else right below the Vias. */
+		int pos = sip_msg_find(m, SIP_HDR_RECORD_ROUTE, 0);
+		if (pos < 0) {
+			pos = sip_msg_find(m, SIP_HDR_VIA, 0);
+			if (pos < 0)
+				pos = 0;
+			while ((unsigned)pos < m->nhdrs && m->hdrs[pos].id == SIP_HDR_VIA)
+				pos++;
+		}
 		char rr[400];
 		enum conn_side from = dest->side == CONN_EXTERNAL ? CONN_INTERNAL : CONN_EXTERNAL;
 		record_route_value(px, from, rr, sizeof(rr));
-		if (sip_msg_insert(m, 0, SIP_HDR_RECORD_ROUTE, NULL, rr, strlen(rr)) < 0)
+		if (sip_msg_insert(m, (unsigned)pos, SIP_HDR_RECORD_ROUTE, NULL, rr, strlen(rr)) < 0)
 			return -1;
 		record_route_value(px, dest->side, rr, sizeof(rr));
-		if (sip_msg_insert(m, 0, SIP_HDR_RECORD_ROUTE, NULL, rr, strlen(rr)) < 0)
+		if (sip_msg_insert(m, (unsigned)pos, SIP_HDR_RECORD_ROUTE, NULL, rr, strlen(rr)) < 0)
 			return -1;
 	}
 	const struct cfg_listen *l = side_listener(px, dest->side);
