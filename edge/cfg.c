@@ -262,7 +262,7 @@ static int load(struct loader *ld)
 	const config_setting_t *external = setting(root, "external");
 	const config_setting_t *limits = setting(root, "limits");
 	static const char *const known[] = { "node", "log", "tls", "internal", "external",
-	                                     "partners", "limits" };
+	                                     "partners", "limits", "status" };
 
 	/* A misspelt section would otherwise be ignored silently. */
 	for (int i = 0; i < config_setting_length(root); i++) {
@@ -324,6 +324,19 @@ static int load(struct loader *ld)
 
 	if (load_partners(ld, root) < 0)
 		return -1;
+
+	const config_setting_t *status = setting(root, "status");
+	if (status) {
+		unsigned sport;
+		if (get_string(ld, status, "address", "127.0.0.1", &cfg->status.address) < 0 ||
+		    get_uint(ld, status, "port", 1, 65535, 9100, &sport) < 0)
+			return -1;
+		cfg->status.port = (uint16_t)sport;
+		if (parse_numeric(cfg->status.address, cfg->status.port, &cfg->status.addr) < 0)
+			return fail(ld, setting(status, "address"),
+			            "'%s' is not a numeric IPv4 or IPv6 address", cfg->status.address);
+		cfg->status_enabled = 1;
+	}
 
 	if (get_uint(ld, limits, "max_connections", 1, 1000000, 10000, &cfg->max_connections) < 0 ||
 	    get_uint(ld, limits, "max_headers", 8, 4096, 256, &cfg->max_headers) < 0 ||

@@ -69,6 +69,9 @@ struct edge_cfg {
 	struct cfg_partner *partners;
 	unsigned npartners;
 
+	int status_enabled;       /* the `status` section is present */
+	struct cfg_listen status; /* HTTP JSON status endpoint */
+
 	unsigned max_connections;
 	unsigned max_headers;
 	unsigned max_line_bytes;

@@ -15,6 +15,7 @@
 #include "cfg.h"
 #include "log.h"
 #include "proxy.h"
+#include "status.h"
 
 static void usage(FILE *out)
 {
@@ -23,6 +24,11 @@ static void usage(FILE *out)
 	        "  -c FILE  configuration file (default: the embedded one, as etc/edged.conf)\n"
 	        "  -t       check the configuration and its TLS files, then exit\n"
 	        "  -h       this help\n");
+}
+
+static size_t render_status(void *ctx, char *buf, size_t len)
+{
+	return proxy_status_json(ctx, buf, len);
 }
 
 static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
@@ -82,6 +88,18 @@ int main(int argc, char **argv)
 		cfg_free(cfg);
 		return 1;
 	}
+	struct status_server *status = NULL;
+	if (cfg->status_enabled) {
+		status = status_listen(loop, (const struct sockaddr *)&cfg->status.addr.sa,
+		                       cfg->status.addr.salen, render_status, px, err, sizeof(err));
+		if (!status) {
+			log_err("cannot start: %s", err);
+			proxy_free(px);
+			cfg_free(cfg);
+			return 1;
+		}
+		log_info("status on http://%s:%u/status", cfg->status.address, cfg->status.port);
+	}
 	ev_signal sigterm, sigint;
 	ev_signal_init(&sigterm, on_stop_signal, SIGTERM);
 	ev_signal_init(&sigint, on_stop_signal, SIGINT);
@@ -93,6 +111,7 @@ int main(int argc, char **argv)
 
 	ev_signal_stop(loop, &sigterm);
 	ev_signal_stop(loop, &sigint);
+	status_close(status);
 	proxy_free(px);
 	cfg_free(cfg);
 	ev_loop_destroy(loop);

@@ -368,6 +368,8 @@ static void on_down(void *ctx, struct conn *c, int failed, const char *why)
 		log_debug("%s connection %s %s closed: %s", conn_transport(c),
 		          conn_is_outbound(c) ? "to" : "from", conn_peer_str(c), why);
 
+	if (failed)
+		px->stats.connection_failures++;
 	struct link_state *ls = conn_user(c);
 	if (!ls)
 		return;
@@ -384,7 +386,6 @@ static void on_down(void *ctx, struct conn *c, int failed, const char *why)
 	}
 	conn_set_user(c, NULL);
 	free(ls);
-	(void)px;
 }
 
 /* ---- requests ---- */
@@ -1013,4 +1014,19 @@ void proxy_get_stats(const struct proxy *px, struct proxy_stats *out)
 {
 	*out = px->stats;
 	out->connections = px->conns ? conn_mgr_count(px->conns) : 0;
+}
+
+size_t proxy_status_json(const struct proxy *px, char *buf, size_t len)
+{
+	struct proxy_stats st;
+	proxy_get_stats(px, &st);
+	int n = snprintf(buf, len,
+	                 "{\"pool_fqdn\": \"%s\", \"connections\": %llu, \"transactions\": %llu, "
+	                 "\"requests_in\": %llu, \"requests_forwarded\": %llu, "
+	                 "\"responses_forwarded\": %llu, \"rejected\": %llu, \"malformed\": %llu, "
+	                 "\"connection_failures\": %llu}\n",
+	                 px->cfg->pool_fqdn, st.connections, st.transactions, st.requests_in,
+	                 st.requests_forwarded, st.responses_forwarded, st.rejected, st.malformed,
+	                 st.connection_failures);
+	return n < 0 ? 0 : (size_t)n < len ? (size_t)n : len - 1;
 }

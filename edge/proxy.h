@@ -31,6 +31,7 @@ struct proxy_stats {
 	unsigned long long responses_forwarded;
 	unsigned long long rejected;          /* answered with a final error by the edge */
 	unsigned long long malformed;         /* 400 and 513 */
+	unsigned long long connection_failures; /* TLS, I/O, framing, timeouts */
 	unsigned long long transactions;      /* in progress now */
 	unsigned long long connections;       /* open now */
 };
@@ -43,6 +44,9 @@ struct proxy_stats {
 struct proxy *proxy_new(struct ev_loop *loop, const struct edge_cfg *cfg, char *err, size_t errlen);
 void proxy_free(struct proxy *px);
 void proxy_get_stats(const struct proxy *px, struct proxy_stats *out);
+
+/* Writes the proxy's state as one JSON object; returns its length. */
+size_t proxy_status_json(const struct proxy *px, char *buf, size_t len);
 
 /* Loads the TLS material of cfg without listening: for `edged -t`. */
 int proxy_check(const struct edge_cfg *cfg, char *err, size_t errlen);
