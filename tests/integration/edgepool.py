@@ -1,0 +1,405 @@
+"""Helpers for EdgePool's integration tests.
+
+Real parts only: certificates made here with python3-cryptography, edged
+processes, sipp and Kamailio as peers, and raw SIP over TCP or TLS (Python's
+ssl module) for the cases no real peer would produce. Everything listens on
+loopback; every wait polls with a deadline.
+"""
+import datetime
+import json
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+HERE = Path(__file__).resolve().parent
+SCENARIOS = HERE / "scenarios"
+REPO = HERE.parents[1]
+
+
+def edged_binary():
+    path = os.environ.get("EDGED")
+    if not path:
+        raise RuntimeError("set EDGED to the edged binary, e.g. EDGED=build/edged (make integration does)")
+    return path
+
+
+def wait_for(predicate, timeout=10.0, what="a condition", interval=0.02):
+    """Polls predicate until it returns a true value, which is returned."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+_taken_ports = set()
+
+
+def free_port(host="127.0.0.1"):
+    """A TCP port free on host now, never handed out twice in this run."""
+    while True:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _taken_ports:
+            _taken_ports.add(port)
+            return port
+
+
+def port_accepts(host, port):
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def port_listening(host, port):
+    """Whether something listens on host:port, without connecting to it."""
+    out = subprocess.run(["ss", "-Hltn", f"src {host}:{port}"], capture_output=True, text=True)
+    return bool(out.stdout.strip())
+
+
+# ---- certificates ----
+
+class PKI:
+    """A test CA and the certificates a test needs, good and bad."""
+
+    def __init__(self, directory, ca_name="EdgePool test CA"):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.ca_key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_name)])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        self.ca_cert = (
+            x509.CertificateBuilder()
+            .subject_name(name).issuer_name(name)
+            .public_key(self.ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, key_cert_sign=True, crl_sign=True,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .sign(self.ca_key, hashes.SHA256())
+        )
+        self.ca_file = self.dir / f"{re.sub(r'[^a-z0-9]+', '-', ca_name.lower())}.pem"
+        self.ca_file.write_bytes(self.ca_cert.public_bytes(serialization.Encoding.PEM))
+
+    def issue(self, name, *, file_name=None, san=True, eku=("server", "client"),
+              expired=False, cn=None):
+        """Writes NAME.pem and NAME.key; returns (cert_path, key_path)."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        if expired:
+            start, end = now - datetime.timedelta(days=30), now - datetime.timedelta(days=1)
+        else:
+            start, end = now - datetime.timedelta(days=1), now + datetime.timedelta(days=30)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn or name)]))
+            .issuer_name(self.ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start).not_valid_after(end)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        )
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]),
+                                            critical=False)
+        usages = {"server": ExtendedKeyUsageOID.SERVER_AUTH, "client": ExtendedKeyUsageOID.CLIENT_AUTH}
+        if eku:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([usages[u] for u in eku]),
+                                            critical=False)
+        cert = builder.sign(self.ca_key, hashes.SHA256())
+        base = self.dir / (file_name or name)
+        cert_path, key_path = Path(f"{base}.pem"), Path(f"{base}.key")
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                               serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        return cert_path, key_path
+
+
+# ---- edged ----
+
+def edge_config(*, pool_fqdn, domains, ca, cert, key, internal, next_hop, external,
+                partners=(), status_port=None, log_level="debug", internal_max_kb=None,
+                limits=None):
+    """The text of an edged configuration. internal/next_hop/external are (host, port)."""
+    def strs(values):
+        return ", ".join(f'"{v}"' for v in values)
+
+    lines = [
+        f'node = {{ pool_fqdn = "{pool_fqdn}"; sip_domains = [ {strs(domains)} ]; }};',
+        f'log = {{ level = "{log_level}"; }};',
+        f'tls = {{ ca_file = "{ca}"; cert_file = "{cert}"; key_file = "{key}"; }};',
+        "internal = {",
+        f'  listen = ( {{ address = "{internal[0]}"; port = {internal[1]}; transport = "tcp"; }} );',
+        f'  next_hop = {{ host = "{next_hop[0]}"; port = {next_hop[1]}; transport = "tcp"; }};',
+    ]
+    if internal_max_kb:
+        lines.append(f"  max_message_kb = {internal_max_kb};")
+    lines += [
+        "};",
+        f'external = {{ listen = ( {{ address = "{external[0]}"; port = {external[1]}; }} ); }};',
+        "partners = (",
+        ",\n".join(
+            f'  {{ domains = [ {strs(p["domains"])} ]; fqdn = "{p["fqdn"]}"; '
+            f'address = "{p["address"]}"; port = {p["port"]}; }}' for p in partners),
+        ");",
+    ]
+    if status_port:
+        lines.append(f'status = {{ address = "127.0.0.1"; port = {status_port}; }};')
+    if limits:
+        lines.append("limits = { " + " ".join(f"{k} = {v};" for k, v in limits.items()) + " };")
+    return "\n".join(lines) + "\n"
+
+
+class Edge:
+    """One edged process on a configuration file, with its log captured."""
+
+    def __init__(self, workdir, name, config_text, ports, wrapper=()):
+        self.name = name
+        self.dir = Path(workdir)
+        self.conf = self.dir / f"{name}.conf"
+        self.conf.write_text(config_text)
+        self.log_path = self.dir / f"{name}.log"
+        self.ports = ports            # [(host, port)] that must accept once started
+        self.wrapper = list(wrapper)  # e.g. valgrind
+        self.proc = None
+        self.status_port = None
+        m = re.search(r"status = \{ address = \"127.0.0.1\"; port = (\d+);", config_text)
+        if m:
+            self.status_port = int(m.group(1))
+
+    def start(self, timeout=30.0):
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.wrapper + [edged_binary(), "-c", str(self.conf)],
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+        wait_for(lambda: self.proc.poll() is not None or "ready" in self.log(),
+                 timeout, f"{self.name} to log 'ready'")
+        assert self.proc.poll() is None, f"{self.name} exited early:\n{self.log()}"
+        for host, port in self.ports:
+            wait_for(lambda: port_listening(host, port), timeout, f"{self.name} on {host}:{port}")
+        return self
+
+    def log(self):
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def status(self):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.status_port}/status", timeout=2) as r:
+            return json.loads(r.read())
+
+    def stop(self, timeout=30.0):
+        """Stops it with SIGTERM; returns the exit code (None if it had to be killed)."""
+        if self.proc is None:
+            return None
+        code = self.proc.poll()
+        if code is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                code = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                code = None
+        self._log.close()
+        self.proc = None
+        return code
+
+
+# ---- sipp ----
+
+class Sipp:
+    """One sipp process over TCP; a UAS listens, a UAC calls `remote`."""
+
+    def __init__(self, workdir, scenario, *, local, remote=None, calls=1, rate=10,
+                 timeout=30, extra=()):
+        self.dir = Path(workdir)
+        self.local = local
+        self.out_path = self.dir / f"sipp-{Path(scenario).stem}-{local[1]}.out"
+        cmd = ["sipp", "-sf", str(SCENARIOS / scenario), "-t", "t1", "-i", local[0],
+               "-p", str(local[1]), "-m", str(calls), "-r", str(rate), "-nostdin",
+               "-timeout", f"{timeout}s", "-timeout_error", "-trace_err",
+               "-error_file", str(self.dir / f"sipp-{Path(scenario).stem}-{local[1]}.err")]
+        cmd += list(extra)
+        if remote:
+            cmd.append(f"{remote[0]}:{remote[1]}")
+        self.cmd = cmd
+        self.proc = None
+
+    def start(self):
+        self._out = open(self.out_path, "wb")
+        self.proc = subprocess.Popen(self.cmd, stdout=self._out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, cwd=self.dir)
+        wait_for(lambda: self.proc.poll() is not None or port_listening(*self.local), 10,
+                 f"sipp on {self.local}")
+        return self
+
+    def wait(self, timeout=60):
+        """Waits for sipp to end; returns (exit code, successful calls, failed calls)."""
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            code = None
+        self._out.close()
+        return code, self.count("Successful call"), self.count("Failed call")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self._out.close()
+
+    def output(self):
+        return self.out_path.read_text(errors="replace")
+
+    def count(self, label):
+        """The cumulative figure of a line of sipp's final statistics."""
+        found = re.findall(rf"{label}\s*\|\s*\d+\s*\|\s*(\d+)", self.output())
+        return int(found[-1]) if found else 0
+
+
+def run_uac(workdir, scenario, *, local, remote, calls=1, rate=10, timeout=30, extra=()):
+    uac = Sipp(workdir, scenario, local=local, remote=remote, calls=calls, rate=rate,
+               timeout=timeout, extra=extra).start()
+    return uac.wait(timeout + 30)
+
+
+# ---- raw SIP ----
+
+def sip_request(method, ruri, *, from_uri, to_uri, call_id, via=("127.0.0.1", 5999),
+                branch=None, cseq=1, max_forwards=70, headers=(), body="", to_tag=None,
+                content_length=None):
+    branch = branch or f"z9hG4bK-{call_id}-{cseq}"
+    lines = [f"{method} {ruri} SIP/2.0",
+             f"Via: SIP/2.0/TCP {via[0]}:{via[1]};branch={branch}",
+             f"Max-Forwards: {max_forwards}",
+             f"From: <{from_uri}>;tag=f-{call_id}",
+             f"To: <{to_uri}>" + (f";tag={to_tag}" if to_tag else ""),
+             f"Call-ID: {call_id}",
+             f"CSeq: {cseq} {method}"]
+    lines += list(headers)
+    length = len(body.encode()) if content_length is None else content_length
+    lines.append(f"Content-Length: {length}")
+    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+
+class SipResponse:
+    def __init__(self, raw):
+        head, _, self.body = raw.partition(b"\r\n\r\n")
+        lines = head.decode(errors="replace").split("\r\n")
+        self.start = lines[0]
+        parts = self.start.split(" ", 2)
+        self.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+        self.headers = []
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            self.headers.append((name.strip().lower(), value.strip()))
+
+    def header(self, name):
+        for n, v in self.headers:
+            if n == name.lower():
+                return v
+        return None
+
+    def __repr__(self):
+        return f"<SipResponse {self.start!r} {self.headers!r}>"
+
+
+class SipClient:
+    """A raw SIP connection: TCP, or TLS with an optional client certificate."""
+
+    def __init__(self, host, port, *, tls_ca=None, cert=None, key=None, server_name=None,
+                 timeout=5.0):
+        raw = socket.create_connection((host, port), timeout=timeout)
+        if tls_ca is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.load_verify_locations(str(tls_ca))
+            ctx.check_hostname = server_name is not None
+            if cert:
+                ctx.load_cert_chain(str(cert), str(key))
+            raw = ctx.wrap_socket(raw, server_hostname=server_name)
+        self.sock = raw
+        self.sock.settimeout(timeout)
+        self.buf = b""
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise EOFError("closed by the edge")
+        self.buf += chunk
+
+    def read_raw(self, n):
+        while len(self.buf) < n:
+            self._fill()
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def recv(self):
+        """The next SIP message (SipResponse); EOFError when the edge closed."""
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, _, rest = self.buf.partition(b"\r\n\r\n")
+        m = re.search(rb"(?im)^(?:content-length|l)\s*:\s*(\d+)", head)
+        length = int(m.group(1)) if m else 0
+        while len(rest) < length:
+            self._fill()
+            head, _, rest = self.buf.partition(b"\r\n\r\n")
+        self.buf = rest[length:]
+        return SipResponse(head + b"\r\n\r\n" + rest[:length])
+
+    def recv_final(self):
+        """Skips provisional responses."""
+        while True:
+            r = self.recv()
+            if r.status >= 200:
+                return r
+
+    def closed_by_peer(self, timeout=5.0):
+        """Whether the edge closes the connection (reading and discarding until then)."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                if not self.sock.recv(65536):
+                    return True
+        except (ConnectionResetError, ssl.SSLError):
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
