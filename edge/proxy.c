@@ -887,11 +887,10 @@ static void on_bad_message(void *ctx, struct conn *c, struct sip_msg *m, int err
 	log_notice("%s message from %s (%s side): %s", err == SIP_ERR_TOO_LARGE ? "oversized"
 	           : "malformed", conn_peer_str(c),
 	           conn_side(c) == CONN_EXTERNAL ? "external" : "internal", sip_strerror(err));
-	/* Only a request that names its transaction can be answered (8.2.6). */
+	/* A request with a Via can be answered on its connection, with whatever
+	 * of From, To, Call-ID and CSeq it has (8.2.6); an ACK never is. */
 	int answerable = m && m->is_request && m->method != SIP_ACK &&
-	                 sip_msg_find(m, SIP_HDR_VIA, 0) >= 0 && m->call_id.len > 0 &&
-	                 sip_msg_find(m, SIP_HDR_FROM, 0) >= 0 && sip_msg_find(m, SIP_HDR_TO, 0) >= 0 &&
-	                 sip_msg_find(m, SIP_HDR_CSEQ, 0) >= 0;
+	                 sip_msg_find(m, SIP_HDR_VIA, 0) >= 0;
 	if (answerable && err == SIP_ERR_TOO_LARGE)
 		send_stateless(px, c, m, 513, NULL, "the message is larger than this side accepts");
 	else if (answerable)
