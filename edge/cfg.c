@@ -217,20 +217,19 @@ static int load_partners(struct loader *ld, const config_setting_t *root)
 	for (int i = 0; i < count; i++) {
 		const config_setting_t *p = config_setting_get_elem(list, (unsigned)i);
 		struct cfg_partner *o = &cfg->partners[i];
-		const char *address;
 		unsigned port;
 		if (!config_setting_is_group(p))
 			return fail(ld, p, "a partner is a group { domains = [...]; fqdn = ...; }");
 		if (get_strings(ld, p, "domains", 1, &o->domains, &o->ndomains) < 0 ||
 		    get_string(ld, p, "fqdn", NULL, &o->fqdn) < 0 ||
 		    get_uint(ld, p, "port", 1, 65535, 5061, &port) < 0 ||
-		    get_string(ld, p, "address", "", &address) < 0)
+		    get_string(ld, p, "address", "", &o->address) < 0)
 			return -1;
 		o->port = (uint16_t)port;
 		if (strcasecmp(o->fqdn, cfg->pool_fqdn) == 0)
 			return fail(ld, setting(p, "fqdn"), "partner fqdn '%s' is our own pool_fqdn",
 			            o->fqdn);
-		if (resolve(ld, p, *address ? address : o->fqdn, o->port, &o->addr) < 0)
+		if (resolve(ld, p, *o->address ? o->address : o->fqdn, o->port, &o->addr) < 0)
 			return -1;
 		/* A domain served by two partners, or by us, has no single route. */
 		for (unsigned d = 0; d < o->ndomains; d++) {

@@ -32,6 +32,7 @@ struct cfg_partner {
 	const char **domains;     /* SIP domains this partner speaks for */
 	unsigned ndomains;
 	const char *fqdn;         /* the name its certificate must carry */
+	const char *address;      /* as configured; empty when fqdn is resolved */
 	uint16_t port;
 	struct cfg_addr addr;     /* `address`, or `fqdn` resolved at load */
 };

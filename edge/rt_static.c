@@ -26,12 +26,16 @@ static int is_own_domain(const struct edge_cfg *cfg, struct sip_str host)
 	return 0;
 }
 
-/* The partner serving a domain, or whose edge FQDN this is. */
+/*
+ * The partner serving a domain, or whose edge this is: by FQDN, or by the
+ * configured address, which is what a Record-Route of Kamailio and others
+ * carries.
+ */
 static const struct cfg_partner *partner_for_host(const struct edge_cfg *cfg, struct sip_str host)
 {
 	for (unsigned i = 0; i < cfg->npartners; i++) {
 		const struct cfg_partner *p = &cfg->partners[i];
-		if (host_is(host, p->fqdn))
+		if (host_is(host, p->fqdn) || (*p->address && host_is(host, p->address)))
 			return p;
 		for (unsigned d = 0; d < p->ndomains; d++)
 			if (host_is(host, p->domains[d]))
