@@ -82,12 +82,13 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libedge.a
 	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(BUILD)/libedge.a \
 		$(DEP_LIBS) $(shell $(PKG_CONFIG) --libs cmocka 2>/dev/null)
 
-# libFuzzer targets: clang, ASan + UBSan, the parser sources only.
-build-fuzz/%: tests/fuzz/%.c $(COMMON_SRC) edge/sip_msg.c
+# libFuzzer targets: clang, ASan + UBSan, and only the code under test.
+FUZZ_LINK := edge/sip_msg.c
+build-fuzz/%: tests/fuzz/%.c $(FUZZ_LINK)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZ    $<")
 	$(Q)$(FUZZ_CC) $(CPPFLAGS) -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined \
-		-o $@ $< $(COMMON_SRC) edge/sip_msg.c
+		-o $@ $< $(FUZZ_LINK)
 
 deps:
 	$(Q)tools/deps.sh
