@@ -109,8 +109,11 @@ test: deps
 unit: $(UNIT_BIN)
 	$(Q)set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
+# The tests run against $(BUILD)/edged; the valgrind test needs the plain build.
 integration: $(BUILD)/edged
-	$(Q)EDGED=$(abspath $(BUILD)/edged) $(PYTHON) -m pytest -q tests/integration
+	$(Q)$(MAKE) --no-print-directory SAN=0 all
+	$(Q)EDGED=$(abspath $(BUILD)/edged) EDGED_PLAIN=$(abspath build/edged) \
+		$(PYTHON) -m pytest -q tests/integration
 
 fuzz: $(FUZZ_BIN)
 	$(Q)set -e; for f in $(FUZZ_BIN); do n=$$(basename $$f); mkdir -p build-fuzz/corpus-$$n; \

@@ -63,6 +63,12 @@ def pki(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def other_pki(tmp_path_factory):
+    """A CA that the edges do not trust."""
+    return PKI(tmp_path_factory.mktemp("other-pki"), ca_name="Some other CA")
+
+
+@pytest.fixture(scope="module")
 def orgs(tmp_path_factory, pki):
     """(contoso, fabrikam), both edges running; both must stop cleanly."""
     workdir = tmp_path_factory.mktemp("orgs")

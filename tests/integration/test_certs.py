@@ -43,11 +43,6 @@ def tls_attempt(org, pki, cert=None, key=None):
         raw.close()
 
 
-@pytest.fixture(scope="module")
-def other_pki(tmp_path_factory):
-    return PKI(tmp_path_factory.mktemp("other-pki"), ca_name="Some other CA")
-
-
 def test_valid_partner_certificate_accepted(orgs, pki):
     contoso, fabrikam = orgs
     assert tls_attempt(contoso, pki, fabrikam.cert, fabrikam.key)[1] == 200

@@ -1,0 +1,54 @@
+"""valgrind over the integration paths: two edges relay MESSAGE, INVITE and
+CANCEL, refuse bad input and a bad certificate, and stop, with no memory
+error and no definite leak. Needs the build without sanitizers
+($EDGED_PLAIN, which `make integration` sets)."""
+import os
+
+import pytest
+
+from conftest import make_org, org_config
+from edgepool import Edge, SipClient, sip_request
+from test_certs import tls_attempt
+from test_relay import relay
+
+VALGRIND = ["valgrind", "-q", "--error-exitcode=97", "--leak-check=full",
+            "--errors-for-leak-kinds=definite", "--show-leak-kinds=definite"]
+
+
+@pytest.fixture(scope="module")
+def plain_edged():
+    path = os.environ.get("EDGED_PLAIN")
+    if not path:
+        pytest.fail("set EDGED_PLAIN to an edged built without sanitizers (make integration does)")
+    return path
+
+
+def test_integration_paths_are_valgrind_clean(plain_edged, pki, other_pki, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGED", plain_edged)
+    contoso = make_org("contoso.test", "127.0.0.1", pki)
+    fabrikam = make_org("fabrikam.test", "127.0.0.2", pki)
+    edges = []
+    try:
+        for org, partner in ((contoso, fabrikam), (fabrikam, contoso)):
+            org.edge = Edge(tmp_path, org.domain, org_config(org, [partner], pki),
+                            [org.internal, org.external], wrapper=VALGRIND)
+            edges.append(org.edge.start(timeout=60))
+        relay(tmp_path, "message", contoso, fabrikam, calls=5)
+        relay(tmp_path, "invite", contoso, fabrikam, calls=3)
+        relay(tmp_path, "cancel", contoso, fabrikam, calls=2)
+        c = SipClient(*contoso.internal)
+        try:
+            bad = sip_request("MESSAGE", "sip:bob@fabrikam.test", from_uri="sip:alice@contoso.test",
+                              to_uri="sip:bob@fabrikam.test", call_id="vg-1")
+            c.send(bad.replace(b"CSeq: 1 MESSAGE", b"CSeq: x MESSAGE"))
+            assert c.recv().status == 400
+            c.send(sip_request("MESSAGE", "sip:bob@fabrikam.test", from_uri="sip:alice@contoso.test",
+                               to_uri="sip:bob@fabrikam.test", call_id="vg-2", body="x" * 140000))
+            assert c.recv().status == 513
+        finally:
+            c.close()
+        cert, key = other_pki.issue("sip.fabrikam.test", file_name="vg-other")
+        assert tls_attempt(contoso, pki, cert, key)[1] is None
+    finally:
+        codes = [e.stop(timeout=60) for e in edges]
+    assert codes == [0, 0], "\n".join(e.log()[-4000:] for e in edges)
