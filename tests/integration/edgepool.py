@@ -293,6 +293,66 @@ def run_uac(workdir, scenario, *, local, remote, calls=1, rate=10, timeout=30, e
     return uac.wait(timeout + 30)
 
 
+# ---- Kamailio ----
+
+class Kamailio:
+    """Kamailio with its TLS module, from a template under tests/integration/kamailio/.
+
+    The template's @HOST@, @TLS_PORT@, @TCP_PORT@ and @TLS_CFG@ are filled here,
+    other placeholders from `values`; tls.cfg gets the certificate paths."""
+
+    def __init__(self, workdir, template, *, tls, tcp, cert, key, ca, values=None, name="kamailio",
+                 shm_mb=64, pkg_mb=16):
+        self.dir = Path(workdir)
+        self.name = name
+        self.tls, self.tcp = tls, tcp
+        self.shm_mb, self.pkg_mb = shm_mb, pkg_mb
+        tls_cfg = self.dir / f"{name}-tls.cfg"
+        tls_cfg.write_text((HERE / "kamailio" / "tls.cfg").read_text()
+                           .replace("@KEY@", str(key)).replace("@CERT@", str(cert))
+                           .replace("@CA@", str(ca)))
+        fill = {"@HOST@": tls[0], "@TLS_PORT@": str(tls[1]), "@TCP_PORT@": str(tcp[1]),
+                "@TLS_CFG@": str(tls_cfg)}
+        fill.update(values or {})
+        text = Path(template).read_text()
+        for k, v in fill.items():
+            text = text.replace(k, v)
+        self.cfg = self.dir / f"{name}.cfg"
+        self.cfg.write_text(text)
+        self.log_path = self.dir / f"{name}.log"
+        self.proc = None
+
+    def start(self):
+        check = subprocess.run(["kamailio", "-c", "-f", str(self.cfg)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr[-2000:]
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            ["kamailio", "-f", str(self.cfg), "-P", str(self.dir / f"{self.name}.pid"),
+             "-w", str(self.dir), "-m", str(self.shm_mb), "-M", str(self.pkg_mb), "-DD", "-E"],
+            stdout=self._log, stderr=subprocess.STDOUT)
+        for addr in (self.tls, self.tcp):
+            wait_for(lambda: self.proc.poll() is not None or port_listening(*addr), 20,
+                     f"Kamailio on {addr}")
+        assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
+        return self
+
+    def pids(self):
+        """The main process and its children (Kamailio forks its workers)."""
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        return [self.proc.pid] + [int(p) for p in out.stdout.split()]
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self._log.close()
+
+
 # ---- raw SIP ----
 
 def sip_request(method, ruri, *, from_uri, to_uri, call_id, via=("127.0.0.1", 5999),
