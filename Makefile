@@ -122,7 +122,8 @@ fuzz: $(FUZZ_BIN)
 fuzz-ci:
 	$(Q)$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
 
-bench: all
+bench: deps
+	$(Q)$(MAKE) --no-print-directory SAN=0 all
 	$(Q)tests/bench/run.sh
 
 install: all

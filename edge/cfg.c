@@ -1,6 +1,7 @@
 #include "cfg.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <libconfig.h>
 #include <netdb.h>
 #include <stdarg.h>
@@ -36,6 +37,22 @@ static const config_setting_t *setting(const config_setting_t *group, const char
 }
 
 /* A string member; `def` when absent; error when present but not a string. */
+/* libconfig accepts any name: a misspelt setting must not be silently ignored. */
+static int check_members(struct loader *ld, const config_setting_t *group,
+                         const char *const *known)
+{
+	for (int i = 0; group && i < config_setting_length(group); i++) {
+		const config_setting_t *s = config_setting_get_elem(group, (unsigned)i);
+		const char *name = config_setting_name(s);
+		const char *const *k = known;
+		while (*k && strcmp(*k, name) != 0)
+			k++;
+		if (!*k)
+			return fail(ld, s, "unknown setting '%s'", name);
+	}
+	return 0;
+}
+
 static int get_string(struct loader *ld, const config_setting_t *group, const char *name,
                       const char *def, const char **out)
 {
@@ -178,8 +195,11 @@ static int load_listeners(struct loader *ld, const config_setting_t *side, int e
 		const config_setting_t *l = config_setting_get_elem(list, (unsigned)i);
 		struct cfg_listen *o = &(*out)[i];
 		unsigned port;
+		static const char *const listener_keys[] = { "address", "port", "transport", NULL };
 		if (!config_setting_is_group(l))
 			return fail(ld, l, "a listener is a group { address = ...; port = ...; }");
+		if (check_members(ld, l, listener_keys) < 0)
+			return -1;
 		if (get_string(ld, l, "address", NULL, &o->address) < 0 ||
 		    get_uint(ld, l, "port", 1, 65535, 0, &port) < 0)
 			return -1;
@@ -218,8 +238,11 @@ static int load_partners(struct loader *ld, const config_setting_t *root)
 		const config_setting_t *p = config_setting_get_elem(list, (unsigned)i);
 		struct cfg_partner *o = &cfg->partners[i];
 		unsigned port;
+		static const char *const partner_keys[] = { "domains", "fqdn", "address", "port", NULL };
 		if (!config_setting_is_group(p))
 			return fail(ld, p, "a partner is a group { domains = [...]; fqdn = ...; }");
+		if (check_members(ld, p, partner_keys) < 0)
+			return -1;
 		if (get_strings(ld, p, "domains", 1, &o->domains, &o->ndomains) < 0 ||
 		    get_string(ld, p, "fqdn", NULL, &o->fqdn) < 0 ||
 		    get_uint(ld, p, "port", 1, 65535, 5061, &port) < 0 ||
@@ -281,6 +304,24 @@ static int load(struct loader *ld)
 	if (!external)
 		return fail(ld, root, "section 'external' is required");
 
+	static const char *const node_keys[] = { "pool_fqdn", "sip_domains", NULL };
+	static const char *const log_keys[] = { "level", "syslog", NULL };
+	static const char *const tls_keys[] = { "ca_file", "cert_file", "key_file", NULL };
+	static const char *const internal_keys[] = { "listen", "next_hop", "max_message_kb", NULL };
+	static const char *const hop_keys[] = { "host", "fqdn", "port", "transport", NULL };
+	static const char *const external_keys[] = { "listen", "max_message_kb", NULL };
+	static const char *const status_keys[] = { "address", "port", NULL };
+	static const char *const limits_keys[] = { "max_connections", "max_headers",
+	                                           "max_line_bytes", "outgoing_tls_count",
+	                                           "connect_timeout_ms", "idle_timeout_s", NULL };
+	if (check_members(ld, node, node_keys) < 0 || check_members(ld, logs, log_keys) < 0 ||
+	    check_members(ld, tls, tls_keys) < 0 || check_members(ld, internal, internal_keys) < 0 ||
+	    check_members(ld, setting(internal, "next_hop"), hop_keys) < 0 ||
+	    check_members(ld, external, external_keys) < 0 ||
+	    check_members(ld, setting(root, "status"), status_keys) < 0 ||
+	    check_members(ld, limits, limits_keys) < 0)
+		return -1;
+
 	if (get_string(ld, node, "pool_fqdn", NULL, &cfg->pool_fqdn) < 0 ||
 	    get_strings(ld, node, "sip_domains", 1, &cfg->sip_domains, &cfg->nsip_domains) < 0)
 		return -1;
@@ -297,6 +338,9 @@ static int load(struct loader *ld)
 	    get_string(ld, tls, "cert_file", NULL, &cfg->cert_file) < 0 ||
 	    get_string(ld, tls, "key_file", NULL, &cfg->key_file) < 0)
 		return -1;
+	cfg->tls_lines[0] = config_setting_source_line(setting(tls, "ca_file"));
+	cfg->tls_lines[1] = config_setting_source_line(setting(tls, "cert_file"));
+	cfg->tls_lines[2] = config_setting_source_line(setting(tls, "key_file"));
 
 	unsigned kb, port;
 	if (load_listeners(ld, internal, 0, &cfg->internal_listen, &cfg->ninternal_listen) < 0 ||
@@ -382,6 +426,22 @@ int cfg_load(const char *path, struct edge_cfg **out, char *err, size_t errlen)
 		return -1;
 	}
 	*out = cfg;
+	return 0;
+}
+
+int cfg_check_files(const struct edge_cfg *cfg, char *err, size_t errlen)
+{
+	const char *const names[] = { "ca_file", "cert_file", "key_file" };
+	const char *const paths[] = { cfg->ca_file, cfg->cert_file, cfg->key_file };
+	for (int i = 0; i < 3; i++) {
+		FILE *f = fopen(paths[i], "r");
+		if (!f) {
+			snprintf(err, errlen, "%s:%u: cannot read %s '%s': %s", cfg->source,
+			         cfg->tls_lines[i], names[i], paths[i], strerror(errno));
+			return -1;
+		}
+		fclose(f);
+	}
 	return 0;
 }
 

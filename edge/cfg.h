@@ -57,6 +57,7 @@ struct edge_cfg {
 	const char *ca_file;
 	const char *cert_file;
 	const char *key_file;
+	unsigned tls_lines[3];    /* where ca_file, cert_file and key_file are set */
 
 	struct cfg_listen *internal_listen;
 	unsigned ninternal_listen;
@@ -93,5 +94,12 @@ extern const char cfg_default_text[];
  */
 int cfg_load(const char *path, struct edge_cfg **out, char *err, size_t errlen);
 void cfg_free(struct edge_cfg *cfg);
+
+/*
+ * Checks that the files the configuration names can be read, so that a
+ * missing certificate is reported as "FILE:LINE: ..." like any other error.
+ * Separate from cfg_load(): a configuration can be examined without them.
+ */
+int cfg_check_files(const struct edge_cfg *cfg, char *err, size_t errlen);
 
 #endif

@@ -69,6 +69,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "edged: %s\n", err);
 		return 1;
 	}
+	if (cfg_check_files(cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "edged: %s\n", err);
+		cfg_free(cfg);
+		return 1;
+	}
 	if (check_only) {
 		int rc = proxy_check(cfg, err, sizeof(err));
 		if (rc < 0)

@@ -599,12 +599,19 @@ static void forward_stateless(struct proxy *px, struct conn *c, struct sip_msg *
 		          sip_method_name(m->method), to_self ? "addressed to the edge" : d.reason);
 		return;
 	}
-	struct conn *out = prepare_forward(px, m, &d.dest, branch) == 0
-	                 ? conn_pool_get(px->conns, &d.dest, err, sizeof(err)) : NULL;
-	if (out) {
-		conn_send_msg(out, m);
-		px->stats.requests_forwarded++;
+	if (prepare_forward(px, m, &d.dest, branch) < 0) {
+		log_debug("call-id=%.*s: %s not forwarded: out of memory", SPAN(m->call_id),
+		          sip_method_name(m->method));
+		return;
 	}
+	struct conn *out = conn_pool_get(px->conns, &d.dest, err, sizeof(err));
+	if (!out) {
+		log_debug("call-id=%.*s: %s not forwarded: %s", SPAN(m->call_id),
+		          sip_method_name(m->method), err);
+		return;
+	}
+	conn_send_msg(out, m);
+	px->stats.requests_forwarded++;
 }
 
 static struct ptx *find_server(struct proxy *px, const struct sip_msg *m, enum sip_method as)
@@ -635,91 +642,44 @@ static void handle_cancel(struct proxy *px, struct conn *c, struct sip_msg *m)
 	}
 }
 
-static void handle_request(struct proxy *px, struct conn *c, struct sip_msg *m)
+/*
+ * 16.3: Max-Forwards, loops, Proxy-Require. Answers the request and
+ * returns 1 when it must not be forwarded; the transaction may be freed.
+ */
+static int answer_invalid(struct ptx *t)
 {
-	px->stats.requests_in++;
-	via_set_received(m, c);
-
-	if (m->method == SIP_ACK) {
-		struct ptx *t = find_server(px, m, SIP_INVITE);
-		if (t && t->srv == SRV_COMPLETED) {
-			/* The ACK for our non-2xx: Timer I is 0 on reliable transports. */
-			ptx_srv_done(t);
-			ptx_settle(t);
-		} else {
-			forward_stateless(px, c, m);
-		}
-		sip_msg_free(m);
-		return;
-	}
-	if (m->method == SIP_CANCEL) {
-		handle_cancel(px, c, m);
-		sip_msg_free(m);
-		return;
-	}
-	struct ptx *old = find_server(px, m, SIP_METHOD_UNKNOWN);
-	if (old) {
-		/* A retransmission: the last response answers it again. */
-		if (old->last_resp)
-			conn_send(c, old->last_resp, old->last_resp_len);
-		sip_msg_free(m);
-		return;
-	}
-
-	char key[SIP_TXN_KEY_MAX];
-	if (sip_txn_server_key(m, SIP_METHOD_UNKNOWN, key, sizeof(key)) < 0) {
-		px->stats.malformed++;
-		send_stateless(px, c, m, 400, NULL, "the top Via is too long to name a transaction");
-		sip_msg_free(m);
-		return;
-	}
-	struct ptx *t = calloc(1, sizeof(*t));
-	if (!t || sip_txn_add(&px->server_txns, &t->srv_link, key) < 0) {
-		send_stateless(px, c, m, 500, NULL, "out of memory");
-		free(t);
-		sip_msg_free(m);
-		return;
-	}
-	px->stats.transactions++;
-	t->px = px;
-	t->req = m;
-	t->in_conn = conn_id(c);
-	ev_init(&t->srv_timer, ptx_srv_timer_cb);
-	t->srv_timer.data = t;
-	ev_init(&t->cli_timer, ptx_cli_timer_cb);
-	t->cli_timer.data = t;
-	sip_txn_branch(m, t->branch);
-
-	if (m->method == SIP_INVITE)
-		ptx_reply(t, 100, NULL, NULL);
-
-	/* 16.3: request validation. */
+	const struct sip_msg *m = t->req;
+	int pr = sip_msg_find(m, SIP_HDR_PROXY_REQUIRE, 0);
 	if (m->max_forwards == 0) {
 		if (m->method == SIP_OPTIONS)
 			answer_options(t);
 		else
 			ptx_reply(t, 483, NULL, "Max-Forwards reached 0");
-		ptx_settle(t);
-		return;
-	}
-	if (is_looping(px, m)) {
+	} else if (is_looping(t->px, m)) {
 		ptx_reply(t, 482, NULL, "the request came back to this edge unchanged");
-		ptx_settle(t);
-		return;
-	}
-	int pr = sip_msg_find(m, SIP_HDR_PROXY_REQUIRE, 0);
-	if (pr >= 0) {
-		struct sip_msg *resp = make_response(px, m, 420, NULL, "no extension is supported");
+	} else if (pr >= 0) {
+		struct sip_msg *resp = make_response(t->px, m, 420, NULL, "no extension is supported");
 		if (resp) {
 			sip_msg_append(resp, SIP_HDR_UNSUPPORTED, NULL, m->hdrs[pr].value.s,
 			               m->hdrs[pr].value.len);
 			ptx_respond(t, resp);
 			sip_msg_free(resp);
 		}
-		ptx_settle(t);
-		return;
+	} else {
+		return 0;
 	}
+	ptx_settle(t);
+	return 1;
+}
 
+/*
+ * 16.4 to 16.6: routes the request and sends it on, as the client half of
+ * t, or answers why not. The transaction may be freed on return.
+ */
+static void forward(struct ptx *t, struct conn *c)
+{
+	struct proxy *px = t->px;
+	const struct sip_msg *m = t->req;
 	t->fwd = sip_msg_clone(m);
 	if (!t->fwd) {
 		ptx_reply(t, 500, NULL, "out of memory");
@@ -730,10 +690,19 @@ static void handle_request(struct proxy *px, struct conn *c, struct sip_msg *m)
 	int to_self = 0;
 	route_request(px, c, t->fwd, &d, &to_self);
 	if (to_self) {
-		if (m->method == SIP_OPTIONS)
+		if (m->method == SIP_OPTIONS) {
 			answer_options(t);
-		else
-			ptx_reply(t, 405, NULL, "only OPTIONS may be addressed to the edge itself");
+		} else {
+			/* 21.4.6: a 405 lists what is allowed. */
+			struct sip_msg *resp = make_response(px, m, 405, NULL,
+			                                     "only OPTIONS may be addressed to the edge itself");
+			if (resp) {
+				sip_msg_append(resp, SIP_HDR_ALLOW, NULL, "OPTIONS", 7);
+				px->stats.rejected++;
+				ptx_respond(t, resp);
+				sip_msg_free(resp);
+			}
+		}
 		ptx_settle(t);
 		return;
 	}
@@ -745,7 +714,7 @@ static void handle_request(struct proxy *px, struct conn *c, struct sip_msg *m)
 		return;
 	}
 
-	char err[200];
+	char err[200], key[SIP_TXN_KEY_MAX];
 	struct conn *out = NULL;
 	if (prepare_forward(px, t->fwd, &d.dest, t->branch) < 0)
 		snprintf(err, sizeof(err), "out of memory");
@@ -770,7 +739,68 @@ static void handle_request(struct proxy *px, struct conn *c, struct sip_msg *m)
 	          SPAN(m->call_id), conn_peer_str(c),
 	          conn_side(c) == CONN_EXTERNAL ? "external" : "internal", d.dest.name);
 	px->stats.requests_forwarded++;
-	conn_send_msg(out, t->fwd); /* may fail the transaction through on_down */
+	conn_send_msg(out, t->fwd); /* may fail, and free, t through on_down */
+}
+
+static void handle_request(struct proxy *px, struct conn *c, struct sip_msg *m)
+{
+	px->stats.requests_in++;
+	via_set_received(m, c);
+
+	if (m->method == SIP_ACK) {
+		struct ptx *t = find_server(px, m, SIP_INVITE);
+		if (t && t->srv == SRV_COMPLETED) {
+			/* The ACK for our non-2xx: Timer I is 0 on reliable transports. */
+			ptx_srv_done(t);
+			ptx_settle(t);
+		} else {
+			forward_stateless(px, c, m);
+		}
+		sip_msg_free(m);
+		return;
+	}
+	if (m->method == SIP_CANCEL) {
+		handle_cancel(px, c, m);
+		sip_msg_free(m);
+		return;
+	}
+	char key[SIP_TXN_KEY_MAX];
+	if (sip_txn_server_key(m, SIP_METHOD_UNKNOWN, key, sizeof(key)) < 0) {
+		px->stats.malformed++;
+		send_stateless(px, c, m, 400, NULL, "the top Via is too long to name a transaction");
+		sip_msg_free(m);
+		return;
+	}
+	struct sip_txn_link *known = sip_txn_find(&px->server_txns, key);
+	if (known) {
+		/* A retransmission: the last response answers it again. */
+		struct ptx *old = list_entry(&known->node, struct ptx, srv_link.node);
+		if (old->last_resp)
+			conn_send(c, old->last_resp, old->last_resp_len);
+		sip_msg_free(m);
+		return;
+	}
+	struct ptx *t = calloc(1, sizeof(*t));
+	if (!t || sip_txn_add(&px->server_txns, &t->srv_link, key) < 0) {
+		send_stateless(px, c, m, 500, NULL, "out of memory");
+		free(t);
+		sip_msg_free(m);
+		return;
+	}
+	px->stats.transactions++;
+	t->px = px;
+	t->req = m;
+	t->in_conn = conn_id(c);
+	ev_init(&t->srv_timer, ptx_srv_timer_cb);
+	t->srv_timer.data = t;
+	ev_init(&t->cli_timer, ptx_cli_timer_cb);
+	t->cli_timer.data = t;
+	sip_txn_branch(m, t->branch);
+
+	if (m->method == SIP_INVITE)
+		ptx_reply(t, 100, NULL, NULL);
+	if (!answer_invalid(t))
+		forward(t, c);
 }
 
 /* ---- responses ---- */
