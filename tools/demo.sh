@@ -5,25 +5,45 @@
 #   contoso.test  edge on 127.0.0.1 (the configuration embedded in edged)
 #   fabrikam.test edge on 127.0.0.2 (etc/fabrikam.conf)
 # each with a sipp on port 5070 as its internal SIP server. Everything it
-# starts is recorded in run/*.pid and stopped by `tools/demo.sh stop`.
+# starts is recorded in run/NAME.pid and stopped by `tools/demo.sh stop`.
+# Run as `sh tools/demo.sh` too: bash features below ($SECONDS, local, pipefail).
+[ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=run
 SCENARIOS=tests/integration/scenarios
+NAMES="contoso-edge fabrikam-edge contoso-sip fabrikam-sip"
+
+# Whether run/NAME.pid names a live process that is still the one we started
+# (edged or sipp), so that a recycled pid is never taken for ours.
+ours() { # name -> pid on stdout
+	local f=$RUN/$1.pid pid
+	[ -s "$f" ] || return 1
+	pid=$(cat "$f")
+	kill -0 "$pid" 2>/dev/null || return 1
+	tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qE '(^|/)(edged|sipp) ' || return 1
+	echo "$pid"
+}
 
 running() {
-	local f
-	for f in "$RUN"/*.pid; do
-		[ -e "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && return 0
+	local n
+	for n in $NAMES; do
+		ours "$n" >/dev/null && return 0
 	done
 	return 1
 }
 
-wait_listening() { # host port what
+wait_listening() { # name host port what
 	local deadline=$((SECONDS + 15))
-	until [ -n "$(ss -Hltn "src $1:$2")" ]; do
+	until [ -n "$(ss -Hltn "src $2:$3")" ]; do
+		if ! ours "$1" >/dev/null; then
+			echo "demo: $4 exited; see $RUN/$1.log:" >&2
+			tail -n 5 "$RUN/$1.log" >&2 || true
+			stop
+			exit 1
+		fi
 		if [ $SECONDS -ge $deadline ]; then
-			echo "demo: $3 is not listening on $1:$2; see $RUN/" >&2
+			echo "demo: $4 is not listening on $2:$3; see $RUN/$1.log" >&2
 			stop
 			exit 1
 		fi
@@ -34,19 +54,31 @@ wait_listening() { # host port what
 start_bg() { # name command...
 	local name=$1
 	shift
-	"$@" > "$RUN/$name.log" 2>&1 &
+	"$@" > "$RUN/$name.log" 2>&1 < /dev/null &
 	echo $! > "$RUN/$name.pid"
 }
 
 stop() {
-	local f pid
-	for f in "$RUN"/*.pid; do
-		[ -e "$f" ] || continue
-		pid=$(cat "$f")
-		kill "$pid" 2>/dev/null || true
-		rm -f "$f"
+	local n pid pids=""
+	for n in $NAMES; do
+		if pid=$(ours "$n"); then
+			kill "$pid" 2>/dev/null || true
+			pids="$pids $pid"
+		fi
+		rm -f "$RUN/$n.pid"
 	done
+	# Wait (bounded) until they are gone, so that ports are free for a restart.
+	local deadline=$((SECONDS + 10))
+	for pid in $pids; do
+		while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do
+			sleep 0.05
+		done
+		kill -0 "$pid" 2>/dev/null && echo "demo: pid $pid did not stop" >&2
+	done
+	return 0
 }
+
+pid_of() { cat "$RUN/$1.pid"; }
 
 start() {
 	local edged=$1
@@ -54,37 +86,50 @@ start() {
 		echo "demo: already running; stop it with: make stop" >&2
 		exit 1
 	fi
+	[ -x "$edged" ] || { echo "demo: $edged is not an executable; build it with make" >&2; exit 1; }
+	command -v sipp >/dev/null || { echo "demo: sipp is missing (package sip-tester)" >&2; exit 1; }
 	mkdir -p "$RUN"
+	rm -f "$RUN"/*.pid
 	tools/mkcerts.sh "$RUN/pki" sip.contoso.test sip.fabrikam.test
+	# No -c: the embedded default, which is etc/edged.conf (paths relative to here).
 	start_bg contoso-edge "$edged"
 	start_bg fabrikam-edge "$edged" -c etc/fabrikam.conf
 	start_bg contoso-sip sipp -sf "$SCENARIOS/uas_message.xml" -t t1 -i 127.0.0.1 -p 5070 \
 		-m 1000000 -nostdin
 	start_bg fabrikam-sip sipp -sf "$SCENARIOS/uas_message.xml" -t t1 -i 127.0.0.2 -p 5070 \
 		-m 1000000 -nostdin
-	wait_listening 127.0.0.1 5060 "the contoso edge"
-	wait_listening 127.0.0.2 5061 "the fabrikam edge"
-	wait_listening 127.0.0.1 5070 "contoso's sipp"
-	wait_listening 127.0.0.2 5070 "fabrikam's sipp"
+	wait_listening contoso-edge 127.0.0.1 5060 "the contoso edge"
+	wait_listening contoso-edge 127.0.0.1 5061 "the contoso edge"
+	wait_listening fabrikam-edge 127.0.0.2 5060 "the fabrikam edge"
+	wait_listening fabrikam-edge 127.0.0.2 5061 "the fabrikam edge"
+	wait_listening contoso-sip 127.0.0.1 5070 "contoso's sipp"
+	wait_listening fabrikam-sip 127.0.0.2 5070 "fabrikam's sipp"
 
 	echo "Sending a MESSAGE from alice@contoso.test to bob@fabrikam.test ..."
 	if sipp -sf "$SCENARIOS/uac_message.xml" -t t1 -i 127.0.0.1 -p 5080 127.0.0.1:5060 \
 		-key from_user alice -key from_domain contoso.test \
 		-key to_user bob -key to_domain fabrikam.test \
-		-m 1 -nostdin -timeout 10s -timeout_error > "$RUN/demo-message.log" 2>&1; then
+		-m 1 -nostdin -timeout 10s -timeout_error > "$RUN/demo-message.log" 2>&1 < /dev/null; then
 		echo "  200 OK: it crossed contoso's edge, mutual TLS, fabrikam's edge, and back."
 	else
-		echo "  FAILED: see $RUN/demo-message.log and the edge logs below." >&2
+		echo "  FAILED: no 200; see $RUN/demo-message.log and the logs listed below." >&2
 	fi
+	echo
+	echo "What runs where:"
+	row() { printf '  %-7s %-14s %-6s %-50s %s\n' "$@"; }
+	row pid org what addresses log
+	row "$(pid_of contoso-edge)" contoso.test edged \
+		"internal TCP 127.0.0.1:5060, federation TLS :5061" "$RUN/contoso-edge.log"
+	row "" "" "" "status http://127.0.0.1:9100/status" ""
+	row "$(pid_of fabrikam-edge)" fabrikam.test edged \
+		"internal TCP 127.0.0.2:5060, federation TLS :5061" "$RUN/fabrikam-edge.log"
+	row "" "" "" "status http://127.0.0.2:9100/status" ""
+	row "$(pid_of contoso-sip)" contoso.test sipp "its SIP server (UAS), TCP 127.0.0.1:5070" \
+		"$RUN/contoso-sip.log"
+	row "$(pid_of fabrikam-sip)" fabrikam.test sipp "its SIP server (UAS), TCP 127.0.0.2:5070" \
+		"$RUN/fabrikam-sip.log"
 	cat <<EOT
-
-What runs where (logs and pids in $RUN/):
-  contoso.test   edge   internal TCP 127.0.0.1:5060, federation TLS 127.0.0.1:5061,
-                        status http://127.0.0.1:9100/status       log $RUN/contoso-edge.log
-  fabrikam.test  edge   internal TCP 127.0.0.2:5060, federation TLS 127.0.0.2:5061,
-                        status http://127.0.0.2:9100/status       log $RUN/fabrikam-edge.log
-  contoso.test   sipp   internal SIP server 127.0.0.1:5070        log $RUN/contoso-sip.log
-  fabrikam.test  sipp   internal SIP server 127.0.0.2:5070        log $RUN/fabrikam-sip.log
+Certificates: $RUN/pki/ (test CA ca.pem; sip.contoso.test, sip.fabrikam.test)
 
 Send more: sipp -sf $SCENARIOS/uac_message.xml -t t1 -i 127.0.0.1 -p 5080 127.0.0.1:5060 \\
              -key from_user alice -key from_domain contoso.test -key to_user bob \\

@@ -4,11 +4,23 @@ contoso.test runs its edge on 127.0.0.1 and fabrikam.test on 127.0.0.2; each
 edge's internal next hop is the port where that organization's sipp (a UAS,
 or a UAC that also receives in-dialog requests) listens.
 """
+import os
 from dataclasses import dataclass, field
 
 import pytest
 
 from edgepool import PKI, Edge, edge_config, free_port
+
+
+def pytest_sessionstart(session):
+    """Every test needs a real edged: stop at once, and say why, without it."""
+    path = os.environ.get("EDGED")
+    if not path:
+        pytest.exit("EDGED is not set: run EDGED=/path/to/edged python3 -m pytest tests/integration "
+                    "(make integration sets it)", returncode=4)
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        pytest.exit(f"EDGED={path} is not an executable file (build it with make or make SAN=1)",
+                    returncode=4)
 
 
 @dataclass

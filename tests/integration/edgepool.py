@@ -31,7 +31,7 @@ def edged_binary():
     path = os.environ.get("EDGED")
     if not path:
         raise RuntimeError("set EDGED to the edged binary, e.g. EDGED=build/edged (make integration does)")
-    return path
+    return os.path.abspath(path)   # tests run edged from other directories too
 
 
 def wait_for(predicate, timeout=10.0, what="a condition", interval=0.02):
@@ -58,6 +58,20 @@ def free_port(host="127.0.0.1"):
         if port not in _taken_ports:
             _taken_ports.add(port)
             return port
+
+
+def terminate(proc, timeout=20.0, sig=signal.SIGTERM):
+    """Stops a process we started: sig, then SIGKILL after timeout. Returns the
+    exit code, or None when it had to be killed."""
+    if proc.poll() is not None:
+        return proc.returncode
+    proc.send_signal(sig)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return None
 
 
 def port_accepts(host, port):
@@ -139,6 +153,38 @@ class PKI:
 
 # ---- edged ----
 
+def libconfig_text(settings, indent=0):
+    """libconfig text for a dict: dicts become groups, lists of dicts lists
+    `( {...} )`, other lists arrays `[ ... ]`, bools true/false, numbers as
+    they are, anything else a quoted string. Any configuration, valid or not."""
+    def value(v, level):
+        if isinstance(v, dict):
+            return "{\n" + libconfig_text(v, level + 1) + "  " * level + "}"
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return str(v)
+        if isinstance(v, (list, tuple)):
+            if v and all(isinstance(x, dict) for x in v):
+                inner = ",\n".join("  " * (level + 1) + value(x, level + 1) for x in v)
+                return "(\n" + inner + "\n" + "  " * level + ")"
+            return "[ " + ", ".join(value(x, level) for x in v) + " ]"
+        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    return "".join(f"{'  ' * indent}{k} = {value(v, indent)};\n" for k, v in settings.items())
+
+
+def config_from_template(path, **values):
+    """A template's text with each @KEY@ replaced by str(values[KEY]); every
+    placeholder must get a value."""
+    text = Path(path).read_text()
+    for k, v in values.items():
+        text = text.replace(f"@{k}@", str(v))
+    left = sorted(set(re.findall(r"@[A-Z_]+@", text)))
+    assert not left, f"{path}: no value for {left}"
+    return text
+
+
 def edge_config(*, pool_fqdn, domains, ca, cert, key, internal, next_hop, external,
                 partners=(), status_port=None, log_level="debug", internal_max_kb=None,
                 limits=None):
@@ -190,14 +236,19 @@ class Edge:
             self.status_port = int(m.group(1))
 
     def start(self, timeout=30.0):
+        """Starts edged and waits until it listens; stops it again if it does not."""
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.wrapper + [edged_binary(), "-c", str(self.conf)],
                                      stdout=self._log, stderr=subprocess.STDOUT)
-        wait_for(lambda: self.proc.poll() is not None or "ready" in self.log(),
-                 timeout, f"{self.name} to log 'ready'")
-        assert self.proc.poll() is None, f"{self.name} exited early:\n{self.log()}"
-        for host, port in self.ports:
-            wait_for(lambda: port_listening(host, port), timeout, f"{self.name} on {host}:{port}")
+        try:
+            wait_for(lambda: self.proc.poll() is not None or "ready" in self.log(),
+                     timeout, f"{self.name} to log 'ready'")
+            assert self.proc.poll() is None, f"{self.name} exited early:\n{self.log()}"
+            for host, port in self.ports:
+                wait_for(lambda: port_listening(host, port), timeout, f"{self.name} on {host}:{port}")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def log(self):
@@ -214,15 +265,7 @@ class Edge:
         """Stops it with SIGTERM; returns the exit code (None if it had to be killed)."""
         if self.proc is None:
             return None
-        code = self.proc.poll()
-        if code is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                code = self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                code = None
+        code = terminate(self.proc, timeout)
         self._log.close()
         self.proc = None
         return code
@@ -234,11 +277,11 @@ class Sipp:
     """One sipp process over TCP; a UAS listens, a UAC calls `remote`."""
 
     def __init__(self, workdir, scenario, *, local, remote=None, calls=1, rate=10,
-                 timeout=30, extra=()):
+                 timeout=30, extra=(), wrapper=()):
         self.dir = Path(workdir)
         self.local = local
         self.out_path = self.dir / f"sipp-{Path(scenario).stem}-{local[1]}.out"
-        cmd = ["sipp", "-sf", str(SCENARIOS / scenario), "-t", "t1", "-i", local[0],
+        cmd = list(wrapper) + ["sipp", "-sf", str(SCENARIOS / scenario), "-t", "t1", "-i", local[0],
                "-p", str(local[1]), "-m", str(calls), "-r", str(rate), "-nostdin",
                "-timeout", f"{timeout}s", "-timeout_error", "-trace_err",
                "-error_file", str(self.dir / f"sipp-{Path(scenario).stem}-{local[1]}.err")]
@@ -261,21 +304,14 @@ class Sipp:
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            terminate(self.proc, 0, signal.SIGKILL)
             code = None
         self._out.close()
         return code, self.count("Successful call"), self.count("Failed call")
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
         if self.proc:
+            terminate(self.proc, 10)
             self._out.close()
 
     def output(self):
@@ -302,8 +338,9 @@ class Kamailio:
     other placeholders from `values`; tls.cfg gets the certificate paths."""
 
     def __init__(self, workdir, template, *, tls, tcp, cert, key, ca, values=None, name="kamailio",
-                 shm_mb=64, pkg_mb=16):
+                 shm_mb=64, pkg_mb=16, wrapper=()):
         self.dir = Path(workdir)
+        self.wrapper = list(wrapper)
         self.name = name
         self.tls, self.tcp = tls, tcp
         self.shm_mb, self.pkg_mb = shm_mb, pkg_mb
@@ -327,29 +364,32 @@ class Kamailio:
         assert check.returncode == 0, check.stderr[-2000:]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            ["kamailio", "-f", str(self.cfg), "-P", str(self.dir / f"{self.name}.pid"),
+            self.wrapper + ["kamailio", "-f", str(self.cfg), "-P", str(self.dir / f"{self.name}.pid"),
              "-w", str(self.dir), "-m", str(self.shm_mb), "-M", str(self.pkg_mb), "-DD", "-E"],
             stdout=self._log, stderr=subprocess.STDOUT)
-        for addr in (self.tls, self.tcp):
-            wait_for(lambda: self.proc.poll() is not None or port_listening(*addr), 20,
-                     f"Kamailio on {addr}")
-        assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
+        try:
+            for addr in (self.tls, self.tcp):
+                wait_for(lambda: self.proc.poll() is not None or port_listening(*addr), 20,
+                         f"Kamailio on {addr}")
+            assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def pids(self):
-        """The main process and its children (Kamailio forks its workers)."""
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
-        return [self.proc.pid] + [int(p) for p in out.stdout.split()]
+        """Kamailio's processes: the one started and every descendant."""
+        pids, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            pids.append(pid)
+            out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+            todo += [int(p) for p in out.stdout.split()]
+        return pids
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
         if self.proc:
+            terminate(self.proc)
             self._log.close()
 
 

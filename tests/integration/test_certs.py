@@ -78,6 +78,7 @@ class FakePartner:
         self.sock.settimeout(0.2)
         self.ctx = None
         self.received = b""
+        self.accepted = 0     # TCP connections, whatever became of their handshake
         self.handshakes = 0
         self.stopping = False
         self.thread = threading.Thread(target=self.serve, daemon=True)
@@ -94,6 +95,7 @@ class FakePartner:
                 conn, _ = self.sock.accept()
             except socket.timeout:
                 continue
+            self.accepted += 1
             with conn:
                 conn.settimeout(2)
                 try:
@@ -151,10 +153,17 @@ def test_outbound_bad_partner_certificate(lone_edge, pki, other_pki, case):
     else:
         partner.use(*pki.issue("sip.fabrikam.test", file_name="client-only-partner", eku=("client",)))
     partner.received = b""
+    accepted = partner.accepted
     r = send_out(contoso, f"out-{case}")
     assert r.status == 504, r
     warning = r.header("warning")
+    assert warning.startswith('399 sip.contoso.test "'), warning
     assert "sip.fabrikam.test" in warning and "certificate" in warning, warning
+    reason = {"wrong-name": ("hostname", "mismatch", "does not name"),
+              "other-ca": ("issuer", "unknown ca", "untrusted"),
+              "expired": ("expired",), "no-serverauth-eku": ("purpose",)}[case]
+    assert any(word in warning for word in reason), f"{case}: the reason is not given: {warning}"
+    assert partner.accepted > accepted, "the edge never tried the partner"
     assert partner.received == b"", "an unverified partner was sent SIP"
 
 

@@ -3,7 +3,7 @@ import subprocess
 
 import pytest
 
-from edgepool import REPO, edged_binary, edge_config
+from edgepool import REPO, edged_binary, edge_config, libconfig_text
 
 
 def check(path, cwd=None):
@@ -58,6 +58,31 @@ def test_errors_name_the_line(good_config, tmp_path, change, line_of, message):
     assert f"{path}:{line}:" in r.stderr and message in r.stderr, r.stderr
 
 
+def test_sample_config_without_its_certificates(tmp_path):
+    """etc/edged.conf where run/pki does not exist. edged -t checks the TLS
+    files too (see -h), so this is an error; like every -t error it must name
+    the file and the line of the setting at fault."""
+    conf = REPO / "etc" / "edged.conf"
+    line = next(i for i, l in enumerate(conf.read_text().splitlines(), 1)
+                if l.strip().startswith("ca_file"))
+    r = check(conf, cwd=tmp_path)
+    assert r.returncode == 1, r
+    assert "run/pki/ca.pem" in r.stderr, r.stderr
+    assert f"{conf}:{line}:" in r.stderr, f"no FILE:LINE in: {r.stderr}"
+
+
+def test_unreadable_config_file(tmp_path):
+    r = check(tmp_path / "missing.conf")
+    assert r.returncode == 1 and str(tmp_path / "missing.conf") in r.stderr, r.stderr
+
+
+def test_help_and_bad_option():
+    r = subprocess.run([edged_binary(), "-h"], capture_output=True, text=True)
+    assert r.returncode == 0 and "-t" in r.stdout + r.stderr and "-c FILE" in r.stdout + r.stderr
+    r = subprocess.run([edged_binary(), "-Z"], capture_output=True, text=True)
+    assert r.returncode != 0 and "usage" in r.stderr
+
+
 def test_missing_certificate_file(good_config, tmp_path):
     path = tmp_path / "nocert.conf"
     path.write_text(good_config.replace('cert_file = "', 'cert_file = "/nonexistent'))
@@ -75,3 +100,75 @@ def test_certificate_without_clientauth_is_refused(pki, good_config, tmp_path):
     path.write_text(text)
     r = check(path)
     assert r.returncode == 1 and "clientAuth" in r.stderr, r.stderr
+
+
+def full_config(pki):
+    """Every section, several listeners and partners, as a dict."""
+    cert, key = pki.issue("sip.contoso.test")
+    return {
+        "node": {"pool_fqdn": "sip.contoso.test", "sip_domains": ["contoso.test", "corp.contoso.test"]},
+        "log": {"level": "notice", "syslog": False},
+        "tls": {"ca_file": pki.ca_file, "cert_file": cert, "key_file": key},
+        "internal": {
+            "listen": [{"address": "127.0.0.1", "port": 5060, "transport": "tcp"},
+                       {"address": "127.0.0.3", "port": 5060, "transport": "tcp"}],
+            "next_hop": {"host": "127.0.0.1", "port": 5070, "transport": "tcp"},
+            "max_message_kb": 64,
+        },
+        "external": {"listen": [{"address": "127.0.0.1", "port": 5061}], "max_message_kb": 1000},
+        "partners": [
+            {"domains": ["fabrikam.test"], "fqdn": "sip.fabrikam.test", "address": "127.0.0.2",
+             "port": 5061},
+            {"domains": ["litware.test", "eu.litware.test"], "fqdn": "sip.litware.test",
+             "address": "127.0.0.4"},
+        ],
+        "status": {"address": "127.0.0.1", "port": 9199},
+        "limits": {"max_connections": 100, "connect_timeout_ms": 2000, "idle_timeout_s": 60},
+    }
+
+
+def test_full_config_from_dict(pki, tmp_path):
+    path = tmp_path / "full.conf"
+    path.write_text(libconfig_text(full_config(pki)))
+    r = check(path)
+    assert r.returncode == 0 and "configuration OK" in r.stdout, r.stderr
+
+
+def _set(path, value):
+    def change(c):
+        *parents, last = path
+        for p in parents:
+            c = c[p]
+        c[last] = value
+    return change
+
+
+@pytest.mark.parametrize("change, marker, message", [
+    (_set(("partners", 1, "port"), 0), "port = 0;", "out of range"),
+    (_set(("internal", "next_hop", "transport"), "sctp"), '"sctp"', "unknown transport"),
+    (_set(("external", "listen", 0, "transport"), "tls"), 'transport = "tls"', "transport"),
+    (_set(("internal", "listen", 1, "address"), "not-an-ip"), "not-an-ip", "address"),
+    (_set(("internal", "max_message_kb"), -1), "max_message_kb = -1", "out of range"),
+    (_set(("node", "pool_fqdn"), 5), "pool_fqdn = 5", "string"),
+    (_set(("partners", 1, "domains"), ["fabrikam.test"]), 'domains = [ "fabrikam.test" ]',
+     "fabrikam.test"),
+    # A misspelt setting is as wrong as a misspelt section (which edged refuses).
+    (_set(("limits", "max_conections"), 10), "max_conections", "max_conections"),
+], ids=["partner-port-0", "next-hop-transport", "external-transport", "listen-address",
+        "negative-limit", "fqdn-type", "domain-of-two-partners", "unknown-setting"])
+def test_semantic_errors_from_dict(pki, tmp_path, change, marker, message):
+    config = full_config(pki)
+    change(config)
+    text = libconfig_text(config)
+    path = tmp_path / "bad.conf"
+    path.write_text(text)
+    # The last line holding the marker (a duplicate is wrong where it
+    # repeats), or the line opening the group that holds it.
+    lines = text.splitlines()
+    line = [i for i, l in enumerate(lines, 1) if marker in l][-1]
+    group = next(i for i in range(line, 0, -1) if lines[i - 1].rstrip().endswith("{"))
+    r = check(path)
+    assert r.returncode == 1, f"accepted:\n{text}"
+    assert message in r.stderr, r.stderr
+    assert f"{path}:{line}:" in r.stderr or f"{path}:{group}:" in r.stderr, \
+        f"expected line {line} (or {group}, its group): {r.stderr}"

@@ -7,9 +7,8 @@ certificate; both sides verify each other.
 import pytest
 
 from conftest import make_org, start_edge
-from edgepool import HERE, Kamailio, Sipp, free_port, run_uac
-
-CALLS = 10
+from edgepool import HERE, Kamailio, free_port
+from test_relay import relay
 
 
 @pytest.fixture(scope="module")
@@ -36,33 +35,25 @@ def federation(tmp_path_factory, pki):
     assert code == 0, contoso.edge.log()[-3000:]
 
 
-def relay(tmp_path, scenario, src, dst, calls=CALLS):
-    uas = Sipp(tmp_path, f"uas_{scenario}.xml", local=dst.peer, calls=calls).start()
-    try:
-        code, ok, failed = run_uac(tmp_path, f"uac_{scenario}.xml", local=src.peer,
-                                   remote=src.internal, calls=calls, rate=20,
-                                   extra=src.keys(dst))
-        uas_result = uas.wait(30)
-    finally:
-        uas.stop()
-    return (code, ok, failed), uas_result[:2]
-
-
 def test_message_edged_to_kamailio(federation, tmp_path):
     contoso, fabrikam = federation
-    uac, uas = relay(tmp_path, "message", contoso, fabrikam)
-    assert uac == (0, CALLS, 0) and uas == (0, CALLS), contoso.edge.log()[-2000:]
+    relay(tmp_path, "message", contoso, fabrikam)
 
 
 def test_message_kamailio_to_edged(federation, tmp_path):
     contoso, fabrikam = federation
-    uac, uas = relay(tmp_path, "message", fabrikam, contoso)
-    assert uac == (0, CALLS, 0) and uas == (0, CALLS), contoso.edge.log()[-2000:]
+    relay(tmp_path, "message", fabrikam, contoso)
     assert "certificate names sip.fabrikam.test" in contoso.edge.log()
 
 
 def test_invite_edged_to_kamailio(federation, tmp_path):
     """In-dialog ACK and BYE follow Kamailio's Record-Route (its address)."""
     contoso, fabrikam = federation
-    uac, uas = relay(tmp_path, "invite", contoso, fabrikam, calls=5)
-    assert uac == (0, 5, 0) and uas == (0, 5), contoso.edge.log()[-2000:]
+    relay(tmp_path, "invite", contoso, fabrikam, calls=5)
+
+
+def test_invite_kamailio_to_edged(federation, tmp_path):
+    """Kamailio opens the mutual-TLS connection with fabrikam's certificate;
+    ACK and BYE come back through Kamailio and edged on the route set."""
+    contoso, fabrikam = federation
+    relay(tmp_path, "invite", fabrikam, contoso, calls=5)
