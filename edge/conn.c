@@ -348,7 +348,7 @@ static void conn_discard(struct conn *c)
 		conn_close(c, c->close_reason);
 }
 
-/* Writes what is queued. Returns 0, or -1 when the connection closed. */
+/* Writes what is queued. Returns 0, or -1 when an error closed the connection. */
 static int conn_flush(struct conn *c)
 {
 	while (c->woff < c->wlen) {
@@ -368,8 +368,8 @@ static int conn_flush(struct conn *c)
 		c->wbuf = NULL;
 		c->wcap = 0;
 		if (c->close_after_flush) {
-			conn_drain(c);
-			return -1;
+			conn_drain(c); /* all written: what is left is the lingering close */
+			return 0;
 		}
 	}
 	conn_update_events(c);
