@@ -1,8 +1,67 @@
-#!/bin/sh
-# make bench: every benchmark, side by side with Kamailio, on build/edged.
-# Results are printed as Markdown; docs/BENCHMARKS.md records them.
-set -eu
-cd "$(dirname "$0")/../.."
-export EDGED="${EDGED:-$PWD/build/edged}"
-tests/bench/bench.py memory
-tests/bench/bench.py relay
+#!/bin/bash
+# make bench: every benchmark of tests/bench, edged side by side with
+# Kamailio, on build/edged (or $EDGED). Prints a summary; raw results go to
+# $BENCH_OUT (default: a new folder under $TMPDIR), never into the tree.
+#   BENCH_MEMORY_ARGS / BENCH_RELAY_ARGS: extra options for each benchmark,
+#   e.g. BENCH_RELAY_ARGS="--repeats 1 --seconds 2" for a quick look.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+export EDGED="${EDGED:-$repo/build/edged}"
+out=${BENCH_OUT:-$(mktemp -d "${TMPDIR:-/tmp}/edgepool-bench-XXXXXX")}
+mkdir -p "$out"
+
+child=
+# shellcheck disable=SC2317 # called by the trap
+stop_child() {
+	[ -n "$child" ] && kill -TERM "$child" 2>/dev/null && wait "$child" 2>/dev/null
+	exit 130
+}
+trap stop_child INT TERM HUP
+
+# Runs one benchmark in the background (so that a signal reaches it through
+# the trap), its summary to $out/NAME.md, its progress to $out/NAME.log.
+bench() {
+	local name=$1; shift
+	echo "== $name (progress: $out/$name.log)" >&2
+	"$@" > "$out/$name.md" 2> "$out/$name.log" &
+	child=$!
+	local rc=0
+	wait "$child" || rc=$?
+	child=
+	if [ "$rc" -ne 0 ]; then
+		echo "$name failed ($rc):" >&2
+		tail -n 20 "$out/$name.log" >&2
+	fi
+	return "$rc"
+}
+
+rc=0
+# shellcheck disable=SC2086 # the extra options are words on purpose
+bench idle_tls_memory "$here/idle_tls_memory.sh" --out "$out/idle_tls_memory" ${BENCH_MEMORY_ARGS:-} || rc=1
+# shellcheck disable=SC2086
+bench message_relay "$here/message_relay.sh" --out "$out/message_relay" ${BENCH_RELAY_ARGS:-} || rc=1
+
+echo
+echo "# EdgePool benchmarks ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1))"
+echo
+for f in idle_tls_memory message_relay; do
+	[ -s "$out/$f.md" ] && cat "$out/$f.md" && echo
+done
+
+# Safety net: nothing we started may outlive us. Our processes name a file
+# under $out on their command line, or (sipp) run in a folder under it.
+left=()
+for p in $(for n in edged kamailio sipp; do pgrep -x "$n"; done); do
+	if tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -qF "$out/" ||
+		[[ "$(readlink "/proc/$p/cwd" 2>/dev/null)" == "$out"/* ]]; then
+		left+=("$p")
+	fi
+done
+if [ "${#left[@]}" -gt 0 ]; then
+	echo "left behind, now killed: ${left[*]}" >&2
+	kill -KILL "${left[@]}" 2>/dev/null || true
+	rc=1
+fi
+echo "Raw results: $out"
+exit "$rc"
