@@ -18,7 +18,7 @@ SAN       ?= 0
 FUZZ_SECONDS ?= 60
 CI_FUZZ_SECONDS ?= 15
 
-PKGS      := openssl libconfig
+PKGS      := openssl libconfig libcares
 CFLAGS    ?= -O2 -g
 WARNINGS  := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
              -Wno-unused-parameter
@@ -82,13 +82,15 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libedge.a
 	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(BUILD)/libedge.a \
 		$(DEP_LIBS) $(shell $(PKG_CONFIG) --libs cmocka 2>/dev/null)
 
-# libFuzzer targets: clang, ASan + UBSan, and only the code under test.
-FUZZ_LINK := edge/sip_msg.c
-build-fuzz/%: tests/fuzz/%.c $(FUZZ_LINK)
+# libFuzzer targets: clang, ASan + UBSan, and only the code under test
+# (FUZZ_LINK_<target>: its sources; FUZZ_LIBS_<target>: its libraries).
+FUZZ_LINK_fuzz_sip_parse := edge/sip_msg.c
+.SECONDEXPANSION:
+build-fuzz/%: tests/fuzz/%.c $$(FUZZ_LINK_$$*)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZ    $<")
 	$(Q)$(FUZZ_CC) $(CPPFLAGS) -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined \
-		-o $@ $< $(FUZZ_LINK)
+		-o $@ $< $(FUZZ_LINK_$*) $(FUZZ_LIBS_$*)
 
 deps:
 	$(Q)tools/deps.sh
