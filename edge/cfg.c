@@ -10,12 +10,15 @@
 #include <string.h>
 #include <strings.h>
 
+#include "domain.h"
+
 /* What a failed check reports: the line of the setting that is wrong. */
 struct loader {
 	struct edge_cfg *cfg;
 	config_t *lc;
 	char *err;
 	size_t errlen;
+	int flags;                /* CFG_NUMERIC_ONLY */
 };
 
 __attribute__((format(printf, 3, 4)))
@@ -152,6 +155,8 @@ static int resolve(struct loader *ld, const config_setting_t *at, const char *ho
 {
 	if (parse_numeric(host, port, out) == 0)
 		return 0;
+	if (ld->flags & CFG_NUMERIC_ONLY)
+		return fail(ld, at, "'%s' is not a numeric address", host);
 	struct addrinfo hints = { .ai_flags = AI_NUMERICSERV, .ai_socktype = SOCK_STREAM };
 	struct addrinfo *ai;
 	char service[8];
@@ -221,54 +226,352 @@ static int load_listeners(struct loader *ld, const config_setting_t *side, int e
 	return 0;
 }
 
-static int load_partners(struct loader *ld, const config_setting_t *root)
+/* One of Lync's VerificationLevel names. */
+static int get_verification(struct loader *ld, const config_setting_t *group, const char *name,
+                            enum cfg_verification def, enum cfg_verification *out)
+{
+	static const char *const names[] = { "UseSourceVerification", "AlwaysVerifiable",
+	                                     "AlwaysUnverifiable" };
+	const char *v;
+	if (get_string(ld, group, name, names[def], &v) < 0)
+		return -1;
+	for (unsigned i = 0; i < 3; i++)
+		if (strcasecmp(v, names[i]) == 0) {
+			*out = (enum cfg_verification)i;
+			return 0;
+		}
+	return fail(ld, setting(group, name), "unknown %s '%s' (UseSourceVerification, "
+	            "AlwaysVerifiable or AlwaysUnverifiable)", name, v);
+}
+
+static int get_domain(struct loader *ld, const config_setting_t *group, const char *name,
+                      const char **out)
+{
+	if (get_string(ld, group, name, NULL, out) < 0)
+		return -1;
+	if (!dom_valid(*out, strlen(*out)))
+		return fail(ld, setting(group, name), "'%s' is not a valid domain name", *out);
+	return 0;
+}
+
+/*
+ * A server: `fqdn_key` (the name its certificate must carry), an optional
+ * numeric `address` and `port`. Without the fqdn (when not required) the
+ * server is found by DNS SRV. Names are resolved when used, not here.
+ */
+static int load_server(struct loader *ld, const config_setting_t *group, const char *fqdn_key,
+                       int required, struct cfg_server *out)
+{
+	unsigned port;
+	out->fqdn = NULL;
+	if ((required || setting(group, fqdn_key)) && get_domain(ld, group, fqdn_key, &out->fqdn) < 0)
+		return -1;
+	if (get_string(ld, group, "address", "", &out->address) < 0 ||
+	    get_uint(ld, group, "port", 1, 65535, 5061, &port) < 0)
+		return -1;
+	out->port = (uint16_t)port;
+	if (!out->fqdn && (setting(group, "address") || setting(group, "port")))
+		return fail(ld, group, "'address' and 'port' need '%s'", fqdn_key);
+	if (out->fqdn && strcasecmp(out->fqdn, ld->cfg->pool_fqdn) == 0)
+		return fail(ld, setting(group, fqdn_key), "'%s' is our own pool_fqdn", out->fqdn);
+	if (*out->address && parse_numeric(out->address, out->port, &out->addr) < 0)
+		return fail(ld, setting(group, "address"),
+		            "'%s' is not a numeric IPv4 or IPv6 address", out->address);
+	return 0;
+}
+
+/*
+ * The list of groups `name` of the root and its length: 0 when absent, an
+ * error when not a list of groups.
+ */
+static int get_group_list(struct loader *ld, const config_setting_t *root, const char *name,
+                          const config_setting_t **out, unsigned *n)
+{
+	*out = setting(root, name);
+	*n = 0;
+	if (!*out)
+		return 0;
+	if (!config_setting_is_list(*out))
+		return fail(ld, *out, "'%s' must be a list ( {...}, {...} )", name);
+	int count = config_setting_length(*out);
+	for (int i = 0; i < count; i++)
+		if (!config_setting_is_group(config_setting_get_elem(*out, (unsigned)i)))
+			return fail(ld, config_setting_get_elem(*out, (unsigned)i),
+			            "each element of '%s' is a group { ... }", name);
+	*n = (unsigned)count;
+	return 0;
+}
+
+/* calloc for n elements (and one more, so that no count gives NULL). */
+static int alloc_array(struct loader *ld, const config_setting_t *at, void **out, unsigned n,
+                       size_t size)
+{
+	*out = calloc((size_t)n + 1, size);
+	return *out ? 0 : fail(ld, at, "out of memory");
+}
+
+/*
+ * Every domain the configuration names must have one meaning: ours,
+ * allowed, blocked, or routed to one provider. Returns what `domain`
+ * already is, or NULL.
+ */
+static const char *domain_claimed(const struct edge_cfg *cfg, const char *domain,
+                                  const void *self)
+{
+	for (unsigned i = 0; i < cfg->nsip_domains; i++)
+		if (strcasecmp(cfg->sip_domains[i], domain) == 0)
+			return "one of node.sip_domains";
+	for (unsigned i = 0; i < cfg->nallowed; i++)
+		if (&cfg->allowed[i] != self && cfg->allowed[i].domain &&
+		    strcasecmp(cfg->allowed[i].domain, domain) == 0)
+			return "an allowed domain";
+	for (unsigned i = 0; i < cfg->nblocked; i++)
+		if (&cfg->blocked[i] != self && cfg->blocked[i].domain &&
+		    strcasecmp(cfg->blocked[i].domain, domain) == 0)
+			return "a blocked domain";
+	for (unsigned i = 0; i < cfg->nproviders; i++)
+		for (unsigned d = 0; d < cfg->providers[i].ndomains; d++)
+			if (&cfg->providers[i].domains[d] != self &&
+			    strcasecmp(cfg->providers[i].domains[d], domain) == 0)
+				return "a provider's domain";
+	return NULL;
+}
+
+static int load_allowed(struct loader *ld, const config_setting_t *root)
 {
 	struct edge_cfg *cfg = ld->cfg;
-	const config_setting_t *list = setting(root, "partners");
-	if (!list)
-		return 0;
-	if (!config_setting_is_list(list))
-		return fail(ld, list, "'partners' must be a list ( {...}, {...} )");
-	int count = config_setting_length(list);
-	cfg->partners = calloc((size_t)count + 1, sizeof(*cfg->partners));
-	if (!cfg->partners)
-		return fail(ld, list, "out of memory");
-	cfg->npartners = (unsigned)count;
-	for (int i = 0; i < count; i++) {
-		const config_setting_t *p = config_setting_get_elem(list, (unsigned)i);
-		struct cfg_partner *o = &cfg->partners[i];
-		unsigned port;
-		static const char *const partner_keys[] = { "domains", "fqdn", "address", "port", NULL };
-		if (!config_setting_is_group(p))
-			return fail(ld, p, "a partner is a group { domains = [...]; fqdn = ...; }");
-		if (check_members(ld, p, partner_keys) < 0)
+	const config_setting_t *list;
+	static const char *const keys[] = { "domain", "proxy_fqdn", "address", "port",
+	                                    "mark_for_monitoring", "comment",
+	                                    "verification_level", NULL };
+	unsigned n;
+	if (get_group_list(ld, root, "allowed_domains", &list, &n) < 0 ||
+	    alloc_array(ld, list, (void **)&cfg->allowed, n, sizeof(*cfg->allowed)) < 0)
+		return -1;
+	cfg->nallowed = n;
+	for (unsigned i = 0; i < cfg->nallowed; i++) {
+		const config_setting_t *g = config_setting_get_elem(list, i);
+		struct cfg_allowed_domain *a = &cfg->allowed[i];
+		const char *what;
+		if (check_members(ld, g, keys) < 0 || get_domain(ld, g, "domain", &a->domain) < 0 ||
+		    load_server(ld, g, "proxy_fqdn", 0, &a->server) < 0 ||
+		    get_bool(ld, g, "mark_for_monitoring", 0, &a->mark_for_monitoring) < 0 ||
+		    get_string(ld, g, "comment", "", &a->comment) < 0 ||
+		    get_verification(ld, g, "verification_level", CFG_VERIFY_USE_SOURCE,
+		                     &a->verification) < 0)
 			return -1;
-		if (get_strings(ld, p, "domains", 1, &o->domains, &o->ndomains) < 0 ||
-		    get_string(ld, p, "fqdn", NULL, &o->fqdn) < 0 ||
-		    get_uint(ld, p, "port", 1, 65535, 5061, &port) < 0 ||
-		    get_string(ld, p, "address", "", &o->address) < 0)
+		if ((what = domain_claimed(cfg, a->domain, a)) != NULL)
+			return fail(ld, setting(g, "domain"), "allowed domain '%s' is also %s",
+			            a->domain, what);
+	}
+	return 0;
+}
+
+static int load_blocked(struct loader *ld, const config_setting_t *root)
+{
+	struct edge_cfg *cfg = ld->cfg;
+	const config_setting_t *list;
+	static const char *const keys[] = { "domain", "comment", NULL };
+	unsigned n;
+	if (get_group_list(ld, root, "blocked_domains", &list, &n) < 0 ||
+	    alloc_array(ld, list, (void **)&cfg->blocked, n, sizeof(*cfg->blocked)) < 0)
+		return -1;
+	cfg->nblocked = n;
+	for (unsigned i = 0; i < cfg->nblocked; i++) {
+		const config_setting_t *g = config_setting_get_elem(list, i);
+		struct cfg_blocked_domain *b = &cfg->blocked[i];
+		const char *what;
+		if (check_members(ld, g, keys) < 0 || get_domain(ld, g, "domain", &b->domain) < 0 ||
+		    get_string(ld, g, "comment", "", &b->comment) < 0)
 			return -1;
-		o->port = (uint16_t)port;
-		if (strcasecmp(o->fqdn, cfg->pool_fqdn) == 0)
-			return fail(ld, setting(p, "fqdn"), "partner fqdn '%s' is our own pool_fqdn",
-			            o->fqdn);
-		if (resolve(ld, p, *o->address ? o->address : o->fqdn, o->port, &o->addr) < 0)
+		if ((what = domain_claimed(cfg, b->domain, b)) != NULL)
+			return fail(ld, setting(g, "domain"), "blocked domain '%s' is also %s",
+			            b->domain, what);
+	}
+	return 0;
+}
+
+static int load_providers(struct loader *ld, const config_setting_t *root)
+{
+	struct edge_cfg *cfg = ld->cfg;
+	const config_setting_t *hosting, *public;
+	unsigned nh, np;
+	static const char *const hosting_keys[] = { "identity", "proxy_fqdn", "address", "port",
+	                                            "domains", "enabled",
+	                                            "enabled_shared_address_space",
+	                                            "hosts_ocs_users", "verification_level", NULL };
+	static const char *const public_keys[] = { "identity", "proxy_fqdn", "address", "port",
+	                                           "domains", "enabled", "verification_level", NULL };
+	/* One array, hosting providers first: both kinds are looked up alike. */
+	if (get_group_list(ld, root, "hosting_providers", &hosting, &nh) < 0 ||
+	    get_group_list(ld, root, "public_providers", &public, &np) < 0 ||
+	    alloc_array(ld, root, (void **)&cfg->providers, nh + np, sizeof(*cfg->providers)) < 0)
+		return -1;
+	cfg->nproviders = nh + np;
+	for (unsigned i = 0; i < cfg->nproviders; i++) {
+		int is_hosting = i < nh;
+		const config_setting_t *g = config_setting_get_elem(is_hosting ? hosting : public,
+		                                                    is_hosting ? i : i - nh);
+		struct cfg_provider *o = &cfg->providers[i];
+		o->kind = is_hosting ? CFG_HOSTING_PROVIDER : CFG_PUBLIC_PROVIDER;
+		if (check_members(ld, g, is_hosting ? hosting_keys : public_keys) < 0 ||
+		    get_string(ld, g, "identity", NULL, &o->identity) < 0 ||
+		    load_server(ld, g, "proxy_fqdn", 1, &o->server) < 0 ||
+		    get_strings(ld, g, "domains", 0, &o->domains, &o->ndomains) < 0 ||
+		    get_bool(ld, g, "enabled", 1, &o->enabled) < 0 ||
+		    get_bool(ld, g, "enabled_shared_address_space", 0, &o->shared_address_space) < 0 ||
+		    get_bool(ld, g, "hosts_ocs_users", 0, &o->hosts_ocs_users) < 0 ||
+		    get_verification(ld, g, "verification_level",
+		                     is_hosting ? CFG_VERIFY_ALWAYS_VERIFIABLE : CFG_VERIFY_USE_SOURCE,
+		                     &o->verification) < 0)
 			return -1;
-		/* A domain served by two partners, or by us, has no single route. */
-		for (unsigned d = 0; d < o->ndomains; d++) {
-			for (unsigned e = 0; e < d; e++)
-				if (strcasecmp(o->domains[d], o->domains[e]) == 0)
-					return fail(ld, p, "domain '%s' is listed twice", o->domains[d]);
-			for (unsigned s = 0; s < cfg->nsip_domains; s++)
-				if (strcasecmp(o->domains[d], cfg->sip_domains[s]) == 0)
-					return fail(ld, p, "partner domain '%s' is one of node.sip_domains",
-					            o->domains[d]);
-			for (int q = 0; q < i; q++)
-				for (unsigned e = 0; e < cfg->partners[q].ndomains; e++)
-					if (strcasecmp(o->domains[d], cfg->partners[q].domains[e]) == 0)
-						return fail(ld, p, "domain '%s' is listed by two partners",
-						            o->domains[d]);
+		for (unsigned q = 0; q < i; q++) {
+			if (strcmp(cfg->providers[q].identity, o->identity) == 0)
+				return fail(ld, setting(g, "identity"), "provider identity '%s' is used twice",
+				            o->identity);
+			if (strcasecmp(cfg->providers[q].server.fqdn, o->server.fqdn) == 0)
+				return fail(ld, setting(g, "proxy_fqdn"),
+				            "proxy_fqdn '%s' is already provider '%s'", o->server.fqdn,
+				            cfg->providers[q].identity);
 		}
+		for (unsigned d = 0; d < o->ndomains; d++) {
+			const char *what;
+			if (!dom_valid(o->domains[d], strlen(o->domains[d])))
+				return fail(ld, setting(g, "domains"), "'%s' is not a valid domain name",
+				            o->domains[d]);
+			if ((what = domain_claimed(cfg, o->domains[d], &o->domains[d])) != NULL)
+				return fail(ld, setting(g, "domains"), "provider domain '%s' is also %s",
+				            o->domains[d], what);
+		}
+	}
+	return 0;
+}
+
+/* The external access policies; the global one goes first, all false when absent. */
+static int load_policies(struct loader *ld, const config_setting_t *root)
+{
+	struct edge_cfg *cfg = ld->cfg;
+	const config_setting_t *list;
+	static const char *const keys[] = { "identity", "users", "enable_federation_access",
+	                                    "enable_xmpp_access", "enable_public_cloud_access",
+	                                    "enable_outside_access", NULL };
+	unsigned count;
+	if (get_group_list(ld, root, "external_access_policies", &list, &count) < 0 ||
+	    alloc_array(ld, root, (void **)&cfg->policies, count, sizeof(*cfg->policies)) < 0)
+		return -1;
+	cfg->policies[0].identity = "global";
+	cfg->npolicies = 1;
+	int have_global = 0;
+	for (unsigned i = 0; i < count; i++) {
+		const config_setting_t *g = config_setting_get_elem(list, i);
+		const char *identity;
+		if (check_members(ld, g, keys) < 0 || get_string(ld, g, "identity", NULL, &identity) < 0)
+			return -1;
+		int global = strcmp(identity, "global") == 0;
+		if (global && have_global)
+			return fail(ld, setting(g, "identity"), "policy 'global' is defined twice");
+		for (unsigned q = 1; q < cfg->npolicies; q++)
+			if (strcmp(cfg->policies[q].identity, identity) == 0)
+				return fail(ld, setting(g, "identity"), "policy '%s' is defined twice", identity);
+		struct cfg_access_policy *o = global ? &cfg->policies[0] : &cfg->policies[cfg->npolicies++];
+		have_global |= global;
+		o->identity = identity;
+		if (global && setting(g, "users"))
+			return fail(ld, setting(g, "users"), "the global policy applies to every user: "
+			            "remove 'users'");
+		if (!global && get_strings(ld, g, "users", 1, &o->users, &o->nusers) < 0)
+			return -1;
+		for (unsigned u = 0; u < o->nusers; u++)
+			if (!dom_user_pattern_valid(o->users[u]))
+				return fail(ld, setting(g, "users"), "'%s' is not a user pattern "
+				            "(user@domain, *@domain or *@*.domain)", o->users[u]);
+		if (get_bool(ld, g, "enable_federation_access", 0, &o->federation) < 0 ||
+		    get_bool(ld, g, "enable_xmpp_access", 0, &o->xmpp) < 0 ||
+		    get_bool(ld, g, "enable_public_cloud_access", 0, &o->public_cloud) < 0 ||
+		    get_bool(ld, g, "enable_outside_access", 0, &o->outside) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int load_access_edge(struct loader *ld, const config_setting_t *root)
+{
+	struct cfg_access_edge *e = &ld->cfg->edge;
+	const config_setting_t *g = setting(root, "access_edge");
+	const config_setting_t *route = setting(g, "default_route");
+	static const char *const keys[] = {
+		"allow_federated_users", "enable_partner_discovery", "routing", "default_route",
+		"mark_source_verifiable_on_outgoing_messages", "enable_archiving_disclaimer",
+		"outgoing_tls_count", "discovered_partner_standard_rate",
+		"max_contacts_per_discovered_partner", "enable_discovered_partner_contacts_limit",
+		"discovered_partner_report_period_minutes", "discovered_partner_verification_level",
+		NULL };
+	static const char *const route_keys[] = { "fqdn", "address", "port", "verification_level",
+	                                          "is_public_provider", NULL };
+	const char *routing;
+	if (check_members(ld, g, keys) < 0 || check_members(ld, route, route_keys) < 0 ||
+	    get_bool(ld, g, "allow_federated_users", 0, &e->allow_federated_users) < 0 ||
+	    get_bool(ld, g, "enable_partner_discovery", 0, &e->enable_partner_discovery) < 0 ||
+	    get_string(ld, g, "routing", "dns_srv", &routing) < 0 ||
+	    get_bool(ld, g, "mark_source_verifiable_on_outgoing_messages", 1,
+	             &e->mark_source_verifiable) < 0 ||
+	    get_bool(ld, g, "enable_archiving_disclaimer", 0, &e->archiving_disclaimer) < 0 ||
+	    get_uint(ld, g, "outgoing_tls_count", 1, 4, 4, &e->outgoing_tls_count) < 0 ||
+	    get_uint(ld, g, "discovered_partner_standard_rate", 1, 100000, 20,
+	             &e->discovered_rate) < 0 ||
+	    get_uint(ld, g, "max_contacts_per_discovered_partner", 1, 1000000, 1000,
+	             &e->discovered_max_contacts) < 0 ||
+	    get_bool(ld, g, "enable_discovered_partner_contacts_limit", 1,
+	             &e->discovered_contacts_limit) < 0 ||
+	    get_uint(ld, g, "discovered_partner_report_period_minutes", 1, 1440, 60,
+	             &e->discovered_report_period_min) < 0 ||
+	    get_verification(ld, g, "discovered_partner_verification_level", CFG_VERIFY_USE_SOURCE,
+	                     &e->discovered_verification) < 0)
+		return -1;
+	if (strcmp(routing, "dns_srv") == 0)
+		e->use_default_route = 0;
+	else if (strcmp(routing, "default_route") == 0)
+		e->use_default_route = 1;
+	else
+		return fail(ld, setting(g, "routing"), "unknown routing '%s' (dns_srv or default_route)",
+		            routing);
+	if (e->use_default_route && !route)
+		return fail(ld, setting(g, "routing"), "routing \"default_route\" needs "
+		            "'default_route' = { fqdn = ...; }");
+	if (route && !e->use_default_route)
+		return fail(ld, route, "'default_route' is only used with routing = \"default_route\"");
+	if (route && (load_server(ld, route, "fqdn", 1, &e->default_route) < 0 ||
+	              get_verification(ld, route, "verification_level", CFG_VERIFY_ALWAYS_VERIFIABLE,
+	                               &e->default_route_verification) < 0 ||
+	              get_bool(ld, route, "is_public_provider", 0,
+	                       &e->default_route_is_public_provider) < 0))
+		return -1;
+	if (e->use_default_route && e->enable_partner_discovery)
+		return fail(ld, setting(g, "enable_partner_discovery"), "partner discovery needs "
+		            "routing = \"dns_srv\": with a default route every request goes there");
+	return 0;
+}
+
+static int load_dns(struct loader *ld, const config_setting_t *root)
+{
+	struct cfg_dns *d = &ld->cfg->dns;
+	const config_setting_t *g = setting(root, "dns");
+	static const char *const keys[] = { "server", "port", "timeout_ms", "tries",
+	                                    "cache_record_count", NULL };
+	unsigned port;
+	if (check_members(ld, g, keys) < 0 ||
+	    get_uint(ld, g, "port", 1, 65535, 53, &port) < 0 ||
+	    get_uint(ld, g, "timeout_ms", 100, 60000, 2000, &d->timeout_ms) < 0 ||
+	    get_uint(ld, g, "tries", 1, 10, 2, &d->tries) < 0 ||
+	    get_uint(ld, g, "cache_record_count", 0, 1000000, 3000, &d->cache_records) < 0)
+		return -1;
+	d->port = (uint16_t)port;
+	if (setting(g, "server")) {
+		if (get_string(ld, g, "server", NULL, &d->server) < 0)
+			return -1;
+		if (parse_numeric(d->server, d->port, &d->addr) < 0)
+			return fail(ld, setting(g, "server"), "'%s' is not a numeric IPv4 or IPv6 address",
+			            d->server);
 	}
 	return 0;
 }
@@ -284,7 +587,10 @@ static int load(struct loader *ld)
 	const config_setting_t *external = setting(root, "external");
 	const config_setting_t *limits = setting(root, "limits");
 	static const char *const known[] = { "node", "log", "tls", "internal", "external",
-	                                     "partners", "limits", "status" };
+	                                     "access_edge", "allowed_domains", "blocked_domains",
+	                                     "hosting_providers", "public_providers",
+	                                     "external_access_policies", "dns", "limits",
+	                                     "status" };
 
 	/* A misspelt section would otherwise be ignored silently. */
 	for (int i = 0; i < config_setting_length(root); i++) {
@@ -312,7 +618,7 @@ static int load(struct loader *ld)
 	static const char *const external_keys[] = { "listen", "max_message_kb", NULL };
 	static const char *const status_keys[] = { "address", "port", NULL };
 	static const char *const limits_keys[] = { "max_connections", "max_headers",
-	                                           "max_line_bytes", "outgoing_tls_count",
+	                                           "max_line_bytes",
 	                                           "connect_timeout_ms", "idle_timeout_s", NULL };
 	if (check_members(ld, node, node_keys) < 0 || check_members(ld, logs, log_keys) < 0 ||
 	    check_members(ld, tls, tls_keys) < 0 || check_members(ld, internal, internal_keys) < 0 ||
@@ -344,7 +650,7 @@ static int load(struct loader *ld)
 
 	unsigned kb, port;
 	if (load_listeners(ld, internal, 0, &cfg->internal_listen, &cfg->ninternal_listen) < 0 ||
-	    get_uint(ld, internal, "max_message_kb", 1, 256, 128, &kb) < 0)
+	    get_uint(ld, internal, "max_message_kb", 64, 256, 128, &kb) < 0)
 		return -1;
 	cfg->internal_max_msg = (size_t)kb * 1024;
 
@@ -361,11 +667,13 @@ static int load(struct loader *ld)
 		return -1;
 
 	if (load_listeners(ld, external, 1, &cfg->external_listen, &cfg->nexternal_listen) < 0 ||
-	    get_uint(ld, external, "max_message_kb", 1, 20000, 5000, &kb) < 0)
+	    get_uint(ld, external, "max_message_kb", 1000, 20000, 5000, &kb) < 0)
 		return -1;
 	cfg->external_max_msg = (size_t)kb * 1024;
 
-	if (load_partners(ld, root) < 0)
+	if (load_access_edge(ld, root) < 0 || load_allowed(ld, root) < 0 ||
+	    load_blocked(ld, root) < 0 || load_providers(ld, root) < 0 ||
+	    load_policies(ld, root) < 0 || load_dns(ld, root) < 0)
 		return -1;
 
 	const config_setting_t *status = setting(root, "status");
@@ -384,14 +692,15 @@ static int load(struct loader *ld)
 	if (get_uint(ld, limits, "max_connections", 1, 1000000, 10000, &cfg->max_connections) < 0 ||
 	    get_uint(ld, limits, "max_headers", 8, 4096, 256, &cfg->max_headers) < 0 ||
 	    get_uint(ld, limits, "max_line_bytes", 256, 1 << 20, 8192, &cfg->max_line_bytes) < 0 ||
-	    get_uint(ld, limits, "outgoing_tls_count", 1, 64, 4, &cfg->outgoing_tls_count) < 0 ||
 	    get_uint(ld, limits, "connect_timeout_ms", 100, 600000, 5000, &cfg->connect_timeout_ms) < 0 ||
 	    get_uint(ld, limits, "idle_timeout_s", 1, 86400, 1200, &cfg->idle_timeout_s) < 0)
 		return -1;
 	return 0;
 }
 
-int cfg_load(const char *path, struct edge_cfg **out, char *err, size_t errlen)
+/* Reads path, or text when path is NULL, naming it source. */
+static int load_from(const char *path, const char *text, const char *source, int flags,
+                     struct edge_cfg **out, char *err, size_t errlen)
 {
 	struct edge_cfg *cfg = calloc(1, sizeof(*cfg));
 	config_t *lc = calloc(1, sizeof(*lc));
@@ -404,13 +713,13 @@ int cfg_load(const char *path, struct edge_cfg **out, char *err, size_t errlen)
 	}
 	config_init(lc);
 	cfg->lc = lc;
-	cfg->source = strdup(path ? path : "(default)");
+	cfg->source = strdup(source);
 	if (!cfg->source) {
 		cfg_free(cfg);
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	int ok = path ? config_read_file(lc, path) : config_read_string(lc, cfg_default_text);
+	int ok = path ? config_read_file(lc, path) : config_read_string(lc, text);
 	if (ok != CONFIG_TRUE) {
 		if (config_error_type(lc) == CONFIG_ERR_FILE_IO)
 			snprintf(err, errlen, "%s: cannot read the file", cfg->source);
@@ -420,13 +729,26 @@ int cfg_load(const char *path, struct edge_cfg **out, char *err, size_t errlen)
 		cfg_free(cfg);
 		return -1;
 	}
-	struct loader ld = { .cfg = cfg, .lc = lc, .err = err, .errlen = errlen };
+	struct loader ld = { .cfg = cfg, .lc = lc, .err = err, .errlen = errlen, .flags = flags };
 	if (load(&ld) < 0) {
 		cfg_free(cfg);
 		return -1;
 	}
 	*out = cfg;
 	return 0;
+}
+
+int cfg_load(const char *path, struct edge_cfg **out, char *err, size_t errlen)
+{
+	if (!path)
+		return load_from(NULL, cfg_default_text, "(default)", 0, out, err, errlen);
+	return load_from(path, NULL, path, 0, out, err, errlen);
+}
+
+int cfg_load_text(const char *text, const char *source, int flags, struct edge_cfg **out,
+                  char *err, size_t errlen)
+{
+	return load_from(NULL, text, source, flags, out, err, errlen);
 }
 
 int cfg_check_files(const struct edge_cfg *cfg, char *err, size_t errlen)
@@ -449,9 +771,14 @@ void cfg_free(struct edge_cfg *cfg)
 {
 	if (!cfg)
 		return;
-	for (unsigned i = 0; cfg->partners && i < cfg->npartners; i++)
-		free(cfg->partners[i].domains);
-	free(cfg->partners);
+	free(cfg->allowed);
+	free(cfg->blocked);
+	for (unsigned i = 0; cfg->providers && i < cfg->nproviders; i++)
+		free(cfg->providers[i].domains);
+	free(cfg->providers);
+	for (unsigned i = 0; cfg->policies && i < cfg->npolicies; i++)
+		free(cfg->policies[i].users);
+	free(cfg->policies);
 	free(cfg->internal_listen);
 	free(cfg->external_listen);
 	free(cfg->sip_domains);

@@ -27,14 +27,88 @@ struct cfg_listen {
 	struct cfg_addr addr;
 };
 
-/* An allowed partner server (Lync: direct federation). */
-struct cfg_partner {
-	const char **domains;     /* SIP domains this partner speaks for */
-	unsigned ndomains;
-	const char *fqdn;         /* the name its certificate must carry */
-	const char *address;      /* as configured; empty when fqdn is resolved */
+/* Lync's VerificationLevel: how messages from a source are marked for the front ends. */
+enum cfg_verification {
+	CFG_VERIFY_USE_SOURCE,            /* UseSourceVerification: verified when the source is */
+	CFG_VERIFY_ALWAYS_VERIFIABLE,     /* AlwaysVerifiable */
+	CFG_VERIFY_ALWAYS_UNVERIFIABLE,   /* AlwaysUnverifiable */
+};
+
+/* A federation server: a partner's edge, a provider's, or the default route. */
+struct cfg_server {
+	const char *fqdn;         /* the name its certificate must carry; NULL: DNS SRV */
+	const char *address;      /* numeric; "" when fqdn is resolved through DNS */
 	uint16_t port;
-	struct cfg_addr addr;     /* `address`, or `fqdn` resolved at load */
+	struct cfg_addr addr;     /* `address`, when set */
+};
+
+/* Lync New-CsAllowedDomain: a partner domain, direct (server.fqdn) or by DNS SRV. */
+struct cfg_allowed_domain {
+	const char *domain;
+	struct cfg_server server;           /* ProxyFqdn */
+	int mark_for_monitoring;
+	const char *comment;
+	enum cfg_verification verification;
+};
+
+/* Lync New-CsBlockedDomain. */
+struct cfg_blocked_domain {
+	const char *domain;
+	const char *comment;
+};
+
+enum cfg_provider_kind { CFG_HOSTING_PROVIDER, CFG_PUBLIC_PROVIDER };
+
+/* Lync New-CsHostingProvider and New-CsPublicProvider. */
+struct cfg_provider {
+	enum cfg_provider_kind kind;
+	const char *identity;
+	struct cfg_server server;           /* ProxyFqdn: always set */
+	const char **domains;               /* domains routed to it outbound */
+	unsigned ndomains;
+	int enabled;
+	int shared_address_space;           /* hosting: EnabledSharedAddressSpace */
+	int hosts_ocs_users;                /* hosting: HostsOCSUsers */
+	enum cfg_verification verification;
+};
+
+/* Lync New-CsExternalAccessPolicy, with the users it is granted to. */
+struct cfg_access_policy {
+	const char *identity;     /* "global", or the name of a per-user policy */
+	const char **users;       /* dom_user_match() patterns; none for global */
+	unsigned nusers;
+	int federation;           /* EnableFederationAccess */
+	int xmpp;                 /* EnableXmppAccess */
+	int public_cloud;         /* EnablePublicCloudAccess */
+	int outside;              /* EnableOutsideAccess */
+};
+
+/* Lync Set-CsAccessEdgeConfiguration. */
+struct cfg_access_edge {
+	int allow_federated_users;           /* AllowFederatedUsers */
+	int enable_partner_discovery;        /* EnablePartnerDiscovery */
+	int use_default_route;               /* UseDefaultRouting (else DNS SRV) */
+	struct cfg_server default_route;     /* DefaultRouteFqdn */
+	enum cfg_verification default_route_verification;
+	int default_route_is_public_provider;
+	int mark_source_verifiable;          /* MarkSourceVerifiableOnOutgoingMessages */
+	int archiving_disclaimer;            /* EnableArchivingDisclaimer */
+	unsigned outgoing_tls_count;         /* OutgoingTlsCountForFederatedPartners */
+	unsigned discovered_rate;            /* DiscoveredPartnerStandardRate, per second */
+	unsigned discovered_max_contacts;    /* MaxContactsPerDiscoveredPartner */
+	int discovered_contacts_limit;       /* EnableDiscoveredPartnerContactsLimit */
+	unsigned discovered_report_period_min; /* DiscoveredPartnerReportPeriodMinutes */
+	enum cfg_verification discovered_verification; /* DiscoveredPartnerVerificationLevel */
+};
+
+/* The resolver of partner discovery (c-ares). */
+struct cfg_dns {
+	const char *server;       /* numeric address; NULL: the system's resolvers */
+	uint16_t port;
+	struct cfg_addr addr;
+	unsigned timeout_ms;      /* per try */
+	unsigned tries;
+	unsigned cache_records;   /* DnsCacheRecordCount */
 };
 
 struct cfg_next_hop {
@@ -68,8 +142,16 @@ struct edge_cfg {
 	unsigned nexternal_listen;
 	size_t external_max_msg;  /* bytes */
 
-	struct cfg_partner *partners;
-	unsigned npartners;
+	struct cfg_access_edge edge;
+	struct cfg_allowed_domain *allowed;
+	unsigned nallowed;
+	struct cfg_blocked_domain *blocked;
+	unsigned nblocked;
+	struct cfg_provider *providers;    /* hosting and public IM providers */
+	unsigned nproviders;
+	struct cfg_access_policy *policies; /* [0] is the global policy */
+	unsigned npolicies;
+	struct cfg_dns dns;
 
 	int status_enabled;       /* the `status` section is present */
 	struct cfg_listen status; /* HTTP JSON status endpoint */
@@ -77,7 +159,6 @@ struct edge_cfg {
 	unsigned max_connections;
 	unsigned max_headers;
 	unsigned max_line_bytes;
-	unsigned outgoing_tls_count;
 	unsigned connect_timeout_ms;
 	unsigned idle_timeout_s;
 
@@ -93,6 +174,15 @@ extern const char cfg_default_text[];
  * cfg_free()); on failure returns -1 with the reason in err.
  */
 int cfg_load(const char *path, struct edge_cfg **out, char *err, size_t errlen);
+
+/*
+ * As cfg_load(), from text, naming it `source` in errors. With
+ * CFG_NUMERIC_ONLY host names are refused rather than resolved, so that a
+ * fuzzer never sends a DNS query.
+ */
+#define CFG_NUMERIC_ONLY 1
+int cfg_load_text(const char *text, const char *source, int flags, struct edge_cfg **out,
+                  char *err, size_t errlen);
 void cfg_free(struct edge_cfg *cfg);
 
 /*

@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "conn.h"
+#include "dns.h"
 #include "htab.h"
 #include "list.h"
 #include "log.h"
@@ -48,7 +49,9 @@ struct proxy {
 	struct conn_limits lim_internal;
 	struct conn_limits lim_external;
 	struct conn_mgr *conns;
+	struct dns_resolver *dns;
 	struct router *router;
+	struct list_node stateless;  /* stateless forwards waiting for a route */
 	struct sip_txn_table server_txns;
 	struct sip_txn_table client_txns;
 	struct proxy_stats stats;
@@ -63,7 +66,11 @@ struct ptx {
 	struct sip_msg *req;         /* as received, with received/rport set */
 	struct sip_msg *fwd;         /* as forwarded; NULL until then */
 	uint64_t in_conn;            /* responses go back on this connection */
+	enum conn_side in_side;
 	uint64_t out_conn;
+	struct rt_pending *routing;  /* the router is still deciding (DNS) */
+	struct rt_decision route;    /* where fwd goes: the targets, in order */
+	unsigned target;             /* the one tried now */
 	const char *dest_name;       /* where fwd went, for Warnings */
 	enum srv_state srv;
 	enum cli_state cli;
@@ -78,6 +85,15 @@ struct ptx {
 /* What the proxy keeps per outbound connection. */
 struct link_state {
 	struct list_node pending;    /* ptx waiting for a final response on it */
+	int was_up;                  /* a failure before this is a failover, not a 504 */
+};
+
+/* An ACK or CANCEL forwarded without a transaction, waiting for its route. */
+struct stateless_fwd {
+	struct list_node link;
+	struct proxy *px;
+	struct sip_msg *msg;
+	struct rt_pending *routing;
 };
 
 #define SPAN(str) (int)(str).len, (str).s
@@ -166,6 +182,8 @@ static void ptx_free(struct ptx *t)
 	sip_txn_del(&px->server_txns, &t->srv_link);
 	sip_txn_del(&px->client_txns, &t->cli_link);
 	list_del(&t->out_link);
+	rt_cancel(t->routing);
+	rt_decision_clear(&t->route);
 	sip_msg_free(t->req);
 	sip_msg_free(t->fwd);
 	free(t->last_resp);
@@ -336,6 +354,7 @@ static struct link_state *link_state_of(struct conn *c)
 		if (!ls)
 			return NULL;
 		list_init(&ls->pending);
+		ls->was_up = conn_is_up(c);
 		conn_set_user(c, ls);
 	}
 	return ls;
@@ -344,6 +363,9 @@ static struct link_state *link_state_of(struct conn *c)
 static void on_up(void *ctx, struct conn *c)
 {
 	const char *name = conn_dest_name(c);
+	struct link_state *ls = conn_user(c);
+	if (ls)
+		ls->was_up = 1;
 	if (conn_is_tls(c) && !conn_is_outbound(c)) {
 		unsigned n;
 		const char *const *names = conn_peer_names(c, &n);
@@ -354,6 +376,8 @@ static void on_up(void *ctx, struct conn *c)
 		         conn_peer_str(c));
 	}
 }
+
+static void ptx_send(struct ptx *t, const char *last_error);
 
 static void on_down(void *ctx, struct conn *c, int failed, const char *why)
 {
@@ -373,13 +397,22 @@ static void on_down(void *ctx, struct conn *c, int failed, const char *why)
 	struct link_state *ls = conn_user(c);
 	if (!ls)
 		return;
-	/* Transactions waiting on this connection will get no response: fail them. */
+	/* Transactions waiting on this connection will get no response: a
+	 * connection that never came up sent nothing, so the next target may
+	 * take the request; else the transaction fails. */
 	struct list_node *n, *tmp;
 	list_for_each_safe(n, tmp, &ls->pending) {
 		struct ptx *t = list_entry(n, struct ptx, out_link);
 		char warning[300];
 		snprintf(warning, sizeof(warning), "cannot reach %s: %s", t->dest_name, why);
 		ptx_cli_done(t);
+		if (t->srv == SRV_PROCEEDING && failed && !ls->was_up &&
+		    t->target + 1 < t->route.ntargets) {
+			log_info("call-id=%.*s: %s, trying the next target", SPAN(t->req->call_id), warning);
+			t->target++;
+			ptx_send(t, warning);
+			continue;
+		}
 		if (t->srv == SRV_PROCEEDING)
 			ptx_reply(t, 504, NULL, warning);
 		ptx_settle(t);
@@ -568,43 +601,85 @@ static void answer_options(struct ptx *t)
 	sip_msg_free(resp);
 }
 
-/* Where the request goes, or why not. The message is the one to forward. */
-static void route_request(struct proxy *px, struct conn *c, struct sip_msg *m,
-                          struct rt_decision *d, int *to_self)
+/*
+ * Prepares m for routing (16.4) and asks the router. Returns 0 with *d
+ * filled, 1 when the router answers later through done(arg), or 0 with
+ * *to_self set when the request is for the edge itself.
+ */
+static int route_request(struct proxy *px, struct conn *c, struct sip_msg *m,
+                         struct rt_decision *d, int *to_self, rt_done_fn done, void *arg,
+                         struct rt_pending **pending)
 {
-	struct rt_request rq = { .msg = m, .from_side = conn_side(c) };
+	struct rt_request rq = { .msg = m, .from_side = conn_side(c), .peer_str = conn_peer_str(c) };
 	rq.peer_names = conn_peer_names(c, &rq.npeer_names);
 	memset(d, 0, sizeof(*d));
+	*pending = NULL;
 	if (preprocess_route(px, m, &rq, to_self) < 0) {
 		d->action = RT_REJECT;
 		d->status = 416;
 		snprintf(d->reason, sizeof(d->reason), "the Request-URI is not a SIP URI");
-		return;
+		return 0;
 	}
 	if (*to_self)
-		return;
-	rt_decide(px->router, &rq, d);
+		return 0;
+	return rt_route(px->router, &rq, d, done, arg, pending);
 }
 
-/* Forwards without a transaction: ACK for a 2xx, a CANCEL we know nothing of. */
-static void forward_stateless(struct proxy *px, struct conn *c, struct sip_msg *m)
+/* Headers that only the edge may set toward the front ends, and that never leave. */
+#define TRUST_HEADER "ms-edge-proxy-message-trust"
+#define DIAGNOSTICS_HEADER "ms-diagnostics"
+
+static void remove_named(struct sip_msg *m, const char *name)
+{
+	int i;
+	while ((i = sip_msg_find_name(m, name, 0)) >= 0)
+		sip_msg_remove(m, (unsigned)i);
+}
+
+/* A request or response crossing from side `from` to side `to`. */
+static void scrub_headers(struct sip_msg *m, enum conn_side from, enum conn_side to)
+{
+	if (from == CONN_EXTERNAL)
+		remove_named(m, TRUST_HEADER);
+	if (to == CONN_EXTERNAL)
+		remove_named(m, DIAGNOSTICS_HEADER);
+}
+
+/* The edge's own headers on a request routed with d. */
+static int apply_trust(struct sip_msg *m, const struct rt_decision *d)
+{
+	if (!d->trust[0])
+		return 0;
+	return sip_msg_append(m, SIP_HDR_OTHER, TRUST_HEADER, d->trust, strlen(d->trust));
+}
+
+static void stateless_free(struct stateless_fwd *f)
+{
+	list_del(&f->link);
+	rt_cancel(f->routing);
+	sip_msg_free(f->msg);
+	free(f);
+}
+
+/* Sends a stateless request along the first target of its route. */
+static void stateless_send(struct proxy *px, struct sip_msg *m, struct rt_decision *d)
 {
 	char branch[SIP_TXN_BRANCH_LEN + 1], err[200];
-	struct rt_decision d;
-	int to_self = 0;
-	sip_txn_branch(m, branch);
-	route_request(px, c, m, &d, &to_self);
-	if (to_self || d.action != RT_FORWARD || m->max_forwards == 0) {
+	struct conn_dest dest;
+	if (d->action != RT_FORWARD || d->ntargets == 0 || m->max_forwards == 0) {
 		log_debug("call-id=%.*s: %s not forwarded: %s", SPAN(m->call_id),
-		          sip_method_name(m->method), to_self ? "addressed to the edge" : d.reason);
+		          sip_method_name(m->method), d->reason);
 		return;
 	}
-	if (prepare_forward(px, m, &d.dest, branch) < 0) {
+	rt_decision_dest(d, 0, &dest);
+	scrub_headers(m, dest.side == CONN_EXTERNAL ? CONN_INTERNAL : CONN_EXTERNAL, dest.side);
+	sip_txn_branch(m, branch);
+	if (apply_trust(m, d) < 0 || prepare_forward(px, m, &dest, branch) < 0) {
 		log_debug("call-id=%.*s: %s not forwarded: out of memory", SPAN(m->call_id),
 		          sip_method_name(m->method));
 		return;
 	}
-	struct conn *out = conn_pool_get(px->conns, &d.dest, err, sizeof(err));
+	struct conn *out = conn_pool_get(px->conns, &dest, err, sizeof(err));
 	if (!out) {
 		log_debug("call-id=%.*s: %s not forwarded: %s", SPAN(m->call_id),
 		          sip_method_name(m->method), err);
@@ -614,6 +689,38 @@ static void forward_stateless(struct proxy *px, struct conn *c, struct sip_msg *
 	px->stats.requests_forwarded++;
 }
 
+static void stateless_routed(void *arg, struct rt_decision *d)
+{
+	struct stateless_fwd *f = arg;
+	f->routing = NULL;
+	stateless_send(f->px, f->msg, d);
+	rt_decision_clear(d);
+	stateless_free(f);
+}
+
+/*
+ * Forwards without a transaction: ACK for a 2xx, a CANCEL we know nothing
+ * of. Takes over m.
+ */
+static void forward_stateless(struct proxy *px, struct conn *c, struct sip_msg *m)
+{
+	struct rt_decision d;
+	int to_self = 0;
+	struct stateless_fwd *f = calloc(1, sizeof(*f));
+	if (!f) {
+		sip_msg_free(m);
+		return;
+	}
+	f->px = px;
+	f->msg = m;
+	list_add_tail(&px->stateless, &f->link);
+	if (route_request(px, c, m, &d, &to_self, stateless_routed, f, &f->routing) == 1)
+		return;
+	if (!to_self)
+		stateless_send(px, m, &d);
+	rt_decision_clear(&d);
+	stateless_free(f);
+}
 static struct ptx *find_server(struct proxy *px, const struct sip_msg *m, enum sip_method as)
 {
 	char key[SIP_TXN_KEY_MAX];
@@ -623,6 +730,9 @@ static struct ptx *find_server(struct proxy *px, const struct sip_msg *m, enum s
 	return l ? list_entry(&l->node, struct ptx, srv_link.node) : NULL;
 }
 
+static void handle_cancel_of(struct proxy *px, struct conn *c, struct sip_msg *m, struct ptx *t);
+
+/* A CANCEL: answered and passed on, or forwarded as it is. Takes over m. */
 static void handle_cancel(struct proxy *px, struct conn *c, struct sip_msg *m)
 {
 	struct ptx *t = find_server(px, m, SIP_INVITE);
@@ -630,6 +740,13 @@ static void handle_cancel(struct proxy *px, struct conn *c, struct sip_msg *m)
 		forward_stateless(px, c, m);
 		return;
 	}
+	handle_cancel_of(px, c, m, t);
+	sip_msg_free(m);
+}
+
+/* 16.10 for a CANCEL whose INVITE transaction t we have. */
+static void handle_cancel_of(struct proxy *px, struct conn *c, struct sip_msg *m, struct ptx *t)
+{
 	/* 16.10: answer the CANCEL, then cancel the pending client transaction. */
 	send_stateless(px, c, m, 200, NULL, NULL);
 	if (t->srv == SRV_PROCEEDING) {
@@ -673,8 +790,97 @@ static int answer_invalid(struct ptx *t)
 }
 
 /*
+ * Sends t->fwd to target t->target of its route, or on to the following
+ * targets while no connection can be had; answers 504 when none is left.
+ * The transaction may be freed on return.
+ */
+static void ptx_send(struct ptx *t, const char *last_error)
+{
+	struct proxy *px = t->px;
+	char err[200], key[SIP_TXN_KEY_MAX];
+	snprintf(err, sizeof(err), "%s", last_error ? last_error : "no target");
+	for (; t->target < t->route.ntargets; t->target++) {
+		struct conn_dest dest;
+		rt_decision_dest(&t->route, t->target, &dest);
+		struct conn *out = conn_pool_get(px->conns, &dest, err, sizeof(err));
+		struct link_state *ls = out ? link_state_of(out) : NULL;
+		if (!out) {
+			log_info("call-id=%.*s: cannot reach %s: %s", SPAN(t->req->call_id), dest.name, err);
+			continue;
+		}
+		if (!ls || sip_txn_client_key_of(t->branch, t->fwd, key, sizeof(key)) < 0 ||
+		    sip_txn_add(&px->client_txns, &t->cli_link, key) < 0) {
+			snprintf(err, sizeof(err), "out of memory");
+			break;
+		}
+		t->dest_name = t->route.targets[t->target].name;
+		t->out_conn = conn_id(out);
+		t->cli = CLI_CALLING;
+		list_add_tail(&ls->pending, &t->out_link);
+		ptx_cli_timer(t, TIMER_64T1);
+		log_debug("route %s call-id=%.*s (%s side) to %s (%s)", sip_method_name(t->req->method),
+		          SPAN(t->req->call_id), t->in_side == CONN_EXTERNAL ? "external" : "internal",
+		          dest.name, conn_peer_str(out));
+		px->stats.requests_forwarded++;
+		conn_send_msg(out, t->fwd); /* may fail, and free, t through on_down */
+		return;
+	}
+	char warning[600];
+	snprintf(warning, sizeof(warning), "cannot reach %s: %s",
+	         t->route.ntargets ? t->route.targets[t->route.ntargets - 1].name : "the target", err);
+	ptx_reply(t, 504, NULL, warning);
+	ptx_settle(t);
+}
+
+/* Continues forward() once the router has decided; takes over d. */
+static void ptx_routed(struct ptx *t, struct rt_decision *d)
+{
+	struct proxy *px = t->px;
+	t->route = *d;
+	memset(d, 0, sizeof(*d));
+	if (t->route.action == RT_REJECT) {
+		log_info("rejected %s call-id=%.*s (%s side): %u %s", sip_method_name(t->req->method),
+		         SPAN(t->req->call_id), t->in_side == CONN_EXTERNAL ? "external" : "internal",
+		         t->route.status, t->route.reason);
+		if (t->route.retry_after) {
+			struct sip_msg *resp = make_response(px, t->req, t->route.status, NULL,
+			                                     t->route.reason);
+			if (resp) {
+				sip_msg_appendf(resp, SIP_HDR_OTHER, "Retry-After", "%u",
+				                t->route.retry_after);
+				px->stats.rejected++;
+				ptx_respond(t, resp);
+				sip_msg_free(resp);
+			}
+		} else {
+			ptx_reply(t, t->route.status, NULL, t->route.reason);
+		}
+		ptx_settle(t);
+		return;
+	}
+	struct conn_dest dest;
+	rt_decision_dest(&t->route, 0, &dest);
+	scrub_headers(t->fwd, t->in_side, dest.side);
+	if (apply_trust(t->fwd, &t->route) < 0 || prepare_forward(px, t->fwd, &dest, t->branch) < 0) {
+		ptx_reply(t, 500, NULL, "out of memory");
+		ptx_settle(t);
+		return;
+	}
+	t->target = 0;
+	ptx_send(t, NULL);
+}
+
+static void ptx_route_done(void *arg, struct rt_decision *d)
+{
+	struct ptx *t = arg;
+	t->routing = NULL;
+	ptx_routed(t, d);
+}
+
+/*
  * 16.4 to 16.6: routes the request and sends it on, as the client half of
- * t, or answers why not. The transaction may be freed on return.
+ * t, or answers why not. The transaction may be freed on return, or wait
+ * for the router (DNS).
  */
 static void forward(struct ptx *t, struct conn *c)
 {
@@ -688,7 +894,8 @@ static void forward(struct ptx *t, struct conn *c)
 	}
 	struct rt_decision d;
 	int to_self = 0;
-	route_request(px, c, t->fwd, &d, &to_self);
+	if (route_request(px, c, t->fwd, &d, &to_self, ptx_route_done, t, &t->routing) == 1)
+		return;
 	if (to_self) {
 		if (m->method == SIP_OPTIONS) {
 			answer_options(t);
@@ -706,40 +913,7 @@ static void forward(struct ptx *t, struct conn *c)
 		ptx_settle(t);
 		return;
 	}
-	if (d.action == RT_REJECT) {
-		log_info("rejected %s call-id=%.*s from %s: %u %s", sip_method_name(m->method),
-		         SPAN(m->call_id), conn_peer_str(c), d.status, d.reason);
-		ptx_reply(t, d.status, NULL, d.reason);
-		ptx_settle(t);
-		return;
-	}
-
-	char err[200], key[SIP_TXN_KEY_MAX];
-	struct conn *out = NULL;
-	if (prepare_forward(px, t->fwd, &d.dest, t->branch) < 0)
-		snprintf(err, sizeof(err), "out of memory");
-	else
-		out = conn_pool_get(px->conns, &d.dest, err, sizeof(err));
-	struct link_state *ls = out ? link_state_of(out) : NULL;
-	if (!ls || sip_txn_client_key_of(t->branch, t->fwd, key, sizeof(key)) < 0 ||
-	    sip_txn_add(&px->client_txns, &t->cli_link, key) < 0) {
-		char warning[300];
-		snprintf(warning, sizeof(warning), "cannot reach %s: %s", d.dest.name,
-		         out ? "out of memory" : err);
-		ptx_reply(t, 504, NULL, warning);
-		ptx_settle(t);
-		return;
-	}
-	t->dest_name = d.dest.name;
-	t->out_conn = conn_id(out);
-	t->cli = CLI_CALLING;
-	list_add_tail(&ls->pending, &t->out_link);
-	ptx_cli_timer(t, TIMER_64T1);
-	log_debug("route %s call-id=%.*s from %s (%s) to %s", sip_method_name(m->method),
-	          SPAN(m->call_id), conn_peer_str(c),
-	          conn_side(c) == CONN_EXTERNAL ? "external" : "internal", d.dest.name);
-	px->stats.requests_forwarded++;
-	conn_send_msg(out, t->fwd); /* may fail, and free, t through on_down */
+	ptx_routed(t, &d);
 }
 
 static void handle_request(struct proxy *px, struct conn *c, struct sip_msg *m)
@@ -753,15 +927,14 @@ static void handle_request(struct proxy *px, struct conn *c, struct sip_msg *m)
 			/* The ACK for our non-2xx: Timer I is 0 on reliable transports. */
 			ptx_srv_done(t);
 			ptx_settle(t);
+			sip_msg_free(m);
 		} else {
 			forward_stateless(px, c, m);
 		}
-		sip_msg_free(m);
 		return;
 	}
 	if (m->method == SIP_CANCEL) {
 		handle_cancel(px, c, m);
-		sip_msg_free(m);
 		return;
 	}
 	char key[SIP_TXN_KEY_MAX];
@@ -791,6 +964,7 @@ static void handle_request(struct proxy *px, struct conn *c, struct sip_msg *m)
 	t->px = px;
 	t->req = m;
 	t->in_conn = conn_id(c);
+	t->in_side = conn_side(c);
 	ev_init(&t->srv_timer, ptx_srv_timer_cb);
 	t->srv_timer.data = t;
 	ev_init(&t->cli_timer, ptx_cli_timer_cb);
@@ -820,6 +994,7 @@ static void handle_response(struct proxy *px, struct conn *c, struct sip_msg *m)
 	}
 	struct ptx *t = list_entry(&l->node, struct ptx, cli_link.node);
 	int invite = t->req->method == SIP_INVITE;
+	scrub_headers(m, conn_side(c), t->in_side);
 	/* 16.7 item 3: our Via goes. */
 	sip_msg_remove(m, (unsigned)sip_msg_find(m, SIP_HDR_VIA, 0));
 
@@ -984,6 +1159,7 @@ struct proxy *proxy_new(struct ev_loop *loop, const struct edge_cfg *cfg, char *
 	}
 	px->loop = loop;
 	px->cfg = cfg;
+	list_init(&px->stateless);
 	set_limits(&px->lim_internal, cfg, cfg->internal_max_msg);
 	set_limits(&px->lim_external, cfg, cfg->external_max_msg);
 	px->tls_server = tls_ctx_new(TLS_SERVER, cfg->ca_file, cfg->cert_file, cfg->key_file,
@@ -994,7 +1170,17 @@ struct proxy *proxy_new(struct ev_loop *loop, const struct edge_cfg *cfg, char *
 	                             err, errlen);
 	if (!px->tls_client)
 		goto fail;
-	px->router = rt_static_new(cfg, px->tls_client, &px->lim_internal, &px->lim_external);
+	struct dns_options dns_opt = {
+		.server = cfg->dns.server,
+		.port = cfg->dns.port,
+		.timeout_ms = cfg->dns.timeout_ms,
+		.tries = cfg->dns.tries,
+		.cache_records = cfg->dns.cache_records,
+	};
+	px->dns = dns_resolver_new(loop, &dns_opt, err, errlen);
+	if (!px->dns)
+		goto fail;
+	px->router = rt_new(cfg, px->tls_client, px->dns, &px->lim_internal, &px->lim_external);
 	px->conns = conn_mgr_new(loop, &proxy_handler, px, cfg->max_connections);
 	if (!px->router || !px->conns) {
 		snprintf(err, errlen, "out of memory");
@@ -1033,7 +1219,10 @@ void proxy_free(struct proxy *px)
 	htab_foreach(&px->client_txns.by_key, free_client_half, NULL);
 	sip_txn_table_free(&px->server_txns);
 	sip_txn_table_free(&px->client_txns);
-	rt_destroy(px->router);
+	while (!list_empty(&px->stateless))
+		stateless_free(list_entry(px->stateless.next, struct stateless_fwd, link));
+	rt_free(px->router);
+	dns_resolver_free(px->dns);
 	tls_ctx_free(px->tls_server);
 	tls_ctx_free(px->tls_client);
 	free(px);

@@ -1,20 +1,26 @@
 /*
- * route: where a request goes, behind an interface that the federation
- * policy engine replaces later (a const table of callbacks, as h2o's
- * balancers).
+ * route: where a request goes, under the federation policy of Lync's
+ * Access Edge (pol.h), with DNS SRV discovery and source verification
+ * (dns.h).
  *
- * rt_static implements the foundation's rules:
- *  - from the internal side, the request's target domain must be a
- *    configured partner's (Lync: an allowed partner server), and the
- *    sender's domain one of ours;
- *  - from the external side, the peer's certificate must name a configured
- *    partner, the sender's domain must be one of that partner's, and the
- *    target must be one of our domains (or the request in-dialog): it goes
- *    to the internal next hop;
- *  - anything else is refused with a status and a reason for the Warning.
+ * From the internal side: the sender must be one of our users whose
+ * external access policy permits the route; the target domain decides the
+ * next hop (allowed partner server, provider, default route, or the SRV
+ * targets of _sipfederationtls._tcp.<domain>).
+ *
+ * From the federation side: the peer is classified from its verified
+ * certificate (DirectPartner, AutoFederation, AuthorizedServer), the From
+ * domain must be one it may speak for (its configured ProxyFqdn, or the
+ * SRV target of that domain, named in its certificate and inside the
+ * domain), the recipient's policy must permit it, and the request goes to
+ * the internal next hop with the trust header the front ends expect.
+ *
+ * A decision may need DNS: rt_route() then answers later, from the loop.
  */
 #ifndef EDGE_ROUTE_H
 #define EDGE_ROUTE_H
+
+#include <ev.h>
 
 #include "cfg.h"
 #include "conn.h"
@@ -25,6 +31,7 @@ struct rt_request {
 	enum conn_side from_side;
 	const char *const *peer_names;      /* verified TLS peer names, or NULL */
 	unsigned npeer_names;
+	const char *peer_str;               /* "ip:port", for logs */
 	struct sip_str target_host;         /* host of the top Route, else of the R-URI */
 	int target_from_route;              /* target_host came from a Route */
 };
@@ -34,44 +41,63 @@ enum rt_action {
 	RT_REJECT,
 };
 
+/* One place to try, in order; failover goes to the next on connect or TLS failure. */
+struct rt_target {
+	char name[256];                     /* the name the certificate must carry */
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+};
+
 struct rt_decision {
 	enum rt_action action;
-	struct conn_dest dest;              /* RT_FORWARD: points into the router */
-	unsigned status;                    /* RT_REJECT: 403, 404, ... */
-	char reason[256];                   /* RT_REJECT: for the Warning header */
+	/* RT_FORWARD */
+	enum conn_side side;                /* where it goes */
+	struct tls_ctx *tls;                /* NULL: TCP */
+	unsigned max_conns;
+	const struct conn_limits *lim;
+	struct rt_target *targets;          /* owned: rt_decision_clear() frees them */
+	unsigned ntargets;
+	char trust[512];                    /* ms-edge-proxy-message-trust value, or "" */
+	/* RT_REJECT */
+	unsigned status;                    /* 403, 404, 503, 504 ... */
+	unsigned retry_after;               /* seconds, for a 503; 0: none */
+	char reason[256];                   /* for the Warning header */
 };
+
+/* Frees what d owns and empties it. */
+void rt_decision_clear(struct rt_decision *d);
+/* The conn_dest of target i of a forward decision; valid while d is. */
+void rt_decision_dest(const struct rt_decision *d, unsigned i, struct conn_dest *out);
 
 struct router;
-
-struct router_ops {
-	const char *name;
-	/* Fills *out. Never fails: a request it cannot place is a rejection. */
-	void (*decide)(struct router *r, const struct rt_request *req, struct rt_decision *out);
-	void (*destroy)(struct router *r);
-};
-
-struct router {
-	const struct router_ops *ops;
-};
+struct dns_resolver;
+struct rt_pending;
 
 /*
- * The static router. It keeps pointers to cfg, client_tls and the limits,
- * which must outlive it. Returns NULL when out of memory.
+ * Called once with the decision of a request that needed DNS. The callee
+ * takes over what the decision owns.
  */
-struct router *rt_static_new(const struct edge_cfg *cfg, struct tls_ctx *client_tls,
-                             const struct conn_limits *internal_lim,
-                             const struct conn_limits *external_lim);
+typedef void (*rt_done_fn)(void *arg, struct rt_decision *d);
 
-static inline void rt_decide(struct router *r, const struct rt_request *req,
-                             struct rt_decision *out)
-{
-	r->ops->decide(r, req, out);
-}
+/*
+ * A router over cfg, sending TLS with client_tls and looking names up with
+ * dns (NULL: no DNS; a decision that would need it is a 504). It keeps the
+ * pointers, which must outlive it. Returns NULL when out of memory.
+ */
+struct router *rt_new(const struct edge_cfg *cfg, struct tls_ctx *client_tls,
+                      struct dns_resolver *dns, const struct conn_limits *internal_lim,
+                      const struct conn_limits *external_lim);
+/* Frees the router; pending decisions are dropped without their callbacks. */
+void rt_free(struct router *r);
 
-static inline void rt_destroy(struct router *r)
-{
-	if (r)
-		r->ops->destroy(r);
-}
+/*
+ * Decides where req goes. Returns 0 with *out filled (the caller owns it)
+ * when it could decide at once. Returns 1 when it needs DNS: done(arg, d)
+ * is called later, from the loop, unless rt_cancel(*pending) is called
+ * first. req need not outlive the call.
+ */
+int rt_route(struct router *r, const struct rt_request *req, struct rt_decision *out,
+             rt_done_fn done, void *arg, struct rt_pending **pending);
+void rt_cancel(struct rt_pending *p);
 
 #endif

@@ -117,7 +117,7 @@ class PKI:
         self.ca_file.write_bytes(self.ca_cert.public_bytes(serialization.Encoding.PEM))
 
     def issue(self, name, *, file_name=None, san=True, eku=("server", "client"),
-              expired=False, cn=None):
+              expired=False, cn=None, extra_names=()):
         """Writes NAME.pem and NAME.key; returns (cert_path, key_path)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
@@ -135,8 +135,9 @@ class PKI:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         )
         if san:
-            builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]),
-                                            critical=False)
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(n) for n in (name, *extra_names)]),
+                critical=False)
         usages = {"server": ExtendedKeyUsageOID.SERVER_AUTH, "client": ExtendedKeyUsageOID.CLIENT_AUTH}
         if eku:
             builder = builder.add_extension(x509.ExtendedKeyUsage([usages[u] for u in eku]),
@@ -187,11 +188,30 @@ def config_from_template(path, **values):
 
 def edge_config(*, pool_fqdn, domains, ca, cert, key, internal, next_hop, external,
                 partners=(), status_port=None, log_level="debug", internal_max_kb=None,
-                limits=None):
-    """The text of an edged configuration. internal/next_hop/external are (host, port)."""
+                limits=None, access_edge=None, policies=None, dns=None, sections=None):
+    """The text of an edged configuration. internal/next_hop/external are (host, port).
+
+    partners: [{"domains": [...], "fqdn": ..., "address": ..., "port": ...}], each
+    domain an allowed domain served by that partner server (direct federation).
+    access_edge: settings over {"allow_federated_users": True}. policies: the
+    external access policies (default: a global one permitting federation).
+    dns: (host, port) of the resolver. sections: more top-level sections, as
+    libconfig_text() renders them (allowed_domains given here replace partners')."""
     def strs(values):
         return ", ".join(f'"{v}"' for v in values)
 
+    allowed = [{"domain": d, "proxy_fqdn": p["fqdn"], "address": p["address"], "port": p["port"]}
+               for p in partners for d in p["domains"]]
+    settings = {
+        "access_edge": {"allow_federated_users": True, **(access_edge or {})},
+        "external_access_policies": policies if policies is not None else
+        [{"identity": "global", "enable_federation_access": True}],
+    }
+    if allowed:
+        settings["allowed_domains"] = allowed
+    if dns:
+        settings["dns"] = {"server": dns[0], "port": dns[1], "timeout_ms": 500, "tries": 2}
+    settings.update(sections or {})
     lines = [
         f'node = {{ pool_fqdn = "{pool_fqdn}"; sip_domains = [ {strs(domains)} ]; }};',
         f'log = {{ level = "{log_level}"; }};',
@@ -205,17 +225,12 @@ def edge_config(*, pool_fqdn, domains, ca, cert, key, internal, next_hop, extern
     lines += [
         "};",
         f'external = {{ listen = ( {{ address = "{external[0]}"; port = {external[1]}; }} ); }};',
-        "partners = (",
-        ",\n".join(
-            f'  {{ domains = [ {strs(p["domains"])} ]; fqdn = "{p["fqdn"]}"; '
-            f'address = "{p["address"]}"; port = {p["port"]}; }}' for p in partners),
-        ");",
     ]
     if status_port:
         lines.append(f'status = {{ address = "127.0.0.1"; port = {status_port}; }};')
     if limits:
         lines.append("limits = { " + " ".join(f"{k} = {v};" for k, v in limits.items()) + " };")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + libconfig_text(settings)
 
 
 class Edge:
@@ -503,3 +518,89 @@ class SipClient:
             self.sock.close()
         except OSError:
             pass
+
+
+class SipUAS:
+    """A recording SIP server over TCP: answers every request 200 (or `status`)
+    and keeps what it received, so tests can read the headers edged added.
+    Runs on a thread; stop() closes it."""
+
+    def __init__(self, host, port, status=200):
+        import threading
+        self.addr = (host, port)
+        self.status = status
+        self.requests = []            # SipResponse objects (they parse requests too)
+        self._lock = threading.Lock()
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(self.addr)
+        self._sock.listen(16)
+        self._sock.settimeout(0.2)
+        self._stop = False
+        self._conns = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        import threading
+        while not self._stop:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                continue
+            self._conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        buf = b""
+        conn.settimeout(0.2)
+        while not self._stop:
+            try:
+                chunk = conn.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if not chunk:
+                return
+            buf += chunk
+            while b"\r\n\r\n" in buf:
+                head, _, rest = buf.partition(b"\r\n\r\n")
+                m = re.search(rb"(?im)^(?:content-length|l)\s*:\s*(\d+)", head)
+                length = int(m.group(1)) if m else 0
+                if len(rest) < length:
+                    break
+                buf = rest[length:]
+                msg = SipResponse(head + b"\r\n\r\n" + rest[:length])
+                if msg.start.startswith("SIP/2.0"):
+                    continue
+                with self._lock:
+                    self.requests.append(msg)
+                if msg.start.startswith("ACK "):
+                    continue
+                lines = [f"SIP/2.0 {self.status} Answer"]
+                for name, value in msg.headers:
+                    if name in ("via", "from", "call-id", "cseq"):
+                        lines.append(f"{name}: {value}")
+                    elif name == "to":
+                        lines.append(f"to: {value}" + ("" if "tag=" in value else ";tag=uas"))
+                lines.append("Content-Length: 0")
+                try:
+                    conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+                except OSError:
+                    return
+
+    def received(self, call_id):
+        """The requests received with this Call-ID."""
+        with self._lock:
+            return [r for r in self.requests if r.header("call-id") == call_id]
+
+    def stop(self):
+        self._stop = True
+        self._sock.close()
+        for c in self._conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+        self._thread.join(2)

@@ -194,11 +194,11 @@ def test_external_malformed_400_ping_and_framing(orgs, partner_client):
 
 @pytest.fixture(scope="module")
 def small_edge(tmp_path_factory, pki):
-    """An edge whose internal side takes at most 16 KB per message."""
+    """An edge whose internal side takes at most 64 KB per message (Lync's least)."""
     org = make_org("contoso.test", "127.0.0.1", pki)
     partner = make_org("fabrikam.test", "127.0.0.6", pki)   # nothing listens there
     try:
-        start_edge(tmp_path_factory.mktemp("small"), org, [partner], pki, internal_max_kb=16)
+        start_edge(tmp_path_factory.mktemp("small"), org, [partner], pki, internal_max_kb=64)
         yield org
     finally:
         code = org.edge.stop() if org.edge else 0
@@ -209,9 +209,9 @@ def test_configured_limit_513_then_close(small_edge):
     c = SipClient(*small_edge.internal)
     try:
         # Under the limit: parsed and judged (403, a domain that is no partner).
-        expect(c, message(small_edge, "small-1", ruri="sip:bob@nowhere.test", body="x" * (15 * 1024)),
+        expect(c, message(small_edge, "small-1", ruri="sip:bob@nowhere.test", body="x" * (63 * 1024)),
                403)
-        c.send(message(small_edge, "small-2", ruri="sip:bob@nowhere.test", body="x" * (17 * 1024)))
+        c.send(message(small_edge, "small-2", ruri="sip:bob@nowhere.test", body="x" * (65 * 1024)))
         assert c.recv().status == 513
         assert c.closed_by_peer()
     finally:

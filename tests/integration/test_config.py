@@ -44,8 +44,8 @@ def test_sample_config_checks_with_its_certificates(tmp_path):
     (lambda t: t.replace('transport = "tcp"; } );\n  next', 'transport = "udp"; } );\n  next'),
      'transport = "udp"', "unknown transport"),
     (lambda t: t + 'extrnal = { };\n', "extrnal", "unknown section"),
-    (lambda t: t.replace('"fabrikam.test" ]', '"contoso.test" ]'), '{ domains = [ "contoso.test" ]',
-     "sip_domains"),
+    (lambda t: t.replace('domain = "fabrikam.test"', 'domain = "contoso.test"'),
+     'domain = "contoso.test"', "sip_domains"),
     (lambda t: t.replace('level = "debug"', 'level = "chatty"'), "chatty", "unknown log level"),
 ], ids=["syntax", "port", "transport", "section", "own-domain-as-partner", "log-level"])
 def test_errors_name_the_line(good_config, tmp_path, change, line_of, message):
@@ -116,12 +116,25 @@ def full_config(pki):
             "max_message_kb": 64,
         },
         "external": {"listen": [{"address": "127.0.0.1", "port": 5061}], "max_message_kb": 1000},
-        "partners": [
-            {"domains": ["fabrikam.test"], "fqdn": "sip.fabrikam.test", "address": "127.0.0.2",
-             "port": 5061},
-            {"domains": ["litware.test", "eu.litware.test"], "fqdn": "sip.litware.test",
-             "address": "127.0.0.4"},
+        "access_edge": {"allow_federated_users": True, "enable_partner_discovery": True,
+                        "outgoing_tls_count": 2},
+        "allowed_domains": [
+            {"domain": "fabrikam.test", "proxy_fqdn": "sip.fabrikam.test", "address": "127.0.0.2",
+             "port": 5061, "verification_level": "AlwaysVerifiable"},
+            {"domain": "litware.test", "proxy_fqdn": "sip.litware.test", "address": "127.0.0.4"},
+            {"domain": "eu.litware.test", "comment": "found by DNS SRV"},
         ],
+        "blocked_domains": [{"domain": "spam.test", "comment": "abuse"}],
+        "hosting_providers": [{"identity": "Online", "proxy_fqdn": "sipfed.online.test",
+                               "domains": ["hosted.test"], "enabled_shared_address_space": True}],
+        "public_providers": [{"identity": "Messenger", "proxy_fqdn": "federation.messenger.test",
+                              "domains": ["messenger.test"]}],
+        "external_access_policies": [
+            {"identity": "global", "enable_federation_access": True},
+            {"identity": "NoFederation", "users": ["mallory@contoso.test", "*@corp.contoso.test"],
+             "enable_federation_access": False},
+        ],
+        "dns": {"server": "127.0.0.1", "port": 5353, "cache_record_count": 100},
         "status": {"address": "127.0.0.1", "port": 9199},
         "limits": {"max_connections": 100, "connect_timeout_ms": 2000, "idle_timeout_s": 60},
     }
@@ -144,18 +157,28 @@ def _set(path, value):
 
 
 @pytest.mark.parametrize("change, marker, message", [
-    (_set(("partners", 1, "port"), 0), "port = 0;", "out of range"),
+    (_set(("allowed_domains", 1, "port"), 0), "port = 0;", "out of range"),
     (_set(("internal", "next_hop", "transport"), "sctp"), '"sctp"', "unknown transport"),
     (_set(("external", "listen", 0, "transport"), "tls"), 'transport = "tls"', "transport"),
     (_set(("internal", "listen", 1, "address"), "not-an-ip"), "not-an-ip", "address"),
     (_set(("internal", "max_message_kb"), -1), "max_message_kb = -1", "out of range"),
     (_set(("node", "pool_fqdn"), 5), "pool_fqdn = 5", "string"),
-    (_set(("partners", 1, "domains"), ["fabrikam.test"]), 'domains = [ "fabrikam.test" ]',
+    (_set(("allowed_domains", 1, "domain"), "fabrikam.test"), 'domain = "fabrikam.test"',
      "fabrikam.test"),
+    (_set(("blocked_domains", 0, "domain"), "litware.test"), 'domain = "litware.test"',
+     "also an allowed domain"),
+    (_set(("allowed_domains", 2, "domain"), "bad..domain"), "bad..domain", "not a valid domain"),
+    (_set(("external_access_policies", 1, "users"), ["nobody"]), '"nobody"', "user pattern"),
+    (_set(("access_edge", "outgoing_tls_count"), 5), "outgoing_tls_count = 5", "out of range"),
+    (_set(("public_providers", 0, "verification_level"), "Sometimes"), "Sometimes",
+     "verification_level"),
+    (_set(("dns", "server"), "localhost"), '"localhost"', "numeric"),
     # A misspelt setting is as wrong as a misspelt section (which edged refuses).
     (_set(("limits", "max_conections"), 10), "max_conections", "max_conections"),
 ], ids=["partner-port-0", "next-hop-transport", "external-transport", "listen-address",
-        "negative-limit", "fqdn-type", "domain-of-two-partners", "unknown-setting"])
+        "negative-limit", "fqdn-type", "domain-allowed-twice", "blocked-and-allowed",
+        "bad-domain", "bad-user-pattern", "outgoing-tls-count", "verification-level",
+        "dns-server-name", "unknown-setting"])
 def test_semantic_errors_from_dict(pki, tmp_path, change, marker, message):
     config = full_config(pki)
     change(config)

@@ -131,17 +131,26 @@ static void assert_shipped_values(const struct edge_cfg *cfg)
 	assert_addr(&cfg->external_listen[0].addr, "127.0.0.1", 5061);
 	assert_int_equal(cfg->external_max_msg, 5000 * 1024);
 
-	assert_int_equal(cfg->npartners, 1);
-	assert_int_equal(cfg->partners[0].ndomains, 1);
-	assert_string_equal(cfg->partners[0].domains[0], "fabrikam.test");
-	assert_string_equal(cfg->partners[0].fqdn, "sip.fabrikam.test");
-	assert_int_equal(cfg->partners[0].port, 5061);
-	assert_addr(&cfg->partners[0].addr, "127.0.0.2", 5061);
+	assert_int_equal(cfg->edge.allow_federated_users, 1);
+	assert_int_equal(cfg->edge.enable_partner_discovery, 0);
+	assert_int_equal(cfg->edge.outgoing_tls_count, 4);
+	assert_int_equal(cfg->nallowed, 1);
+	assert_string_equal(cfg->allowed[0].domain, "fabrikam.test");
+	assert_string_equal(cfg->allowed[0].server.fqdn, "sip.fabrikam.test");
+	assert_int_equal(cfg->allowed[0].server.port, 5061);
+	assert_addr(&cfg->allowed[0].server.addr, "127.0.0.2", 5061);
+	assert_int_equal(cfg->allowed[0].verification, CFG_VERIFY_USE_SOURCE);
+	assert_int_equal(cfg->nblocked, 0);
+	assert_int_equal(cfg->nproviders, 0);
+	assert_int_equal(cfg->npolicies, 1);
+	assert_int_equal(cfg->policies[0].federation, 1);
+	assert_int_equal(cfg->policies[0].public_cloud, 0);
+	assert_null(cfg->dns.server);
+	assert_int_equal(cfg->dns.cache_records, 3000);
 
 	assert_int_equal(cfg->max_connections, 10000);
 	assert_int_equal(cfg->max_headers, 256);
 	assert_int_equal(cfg->max_line_bytes, 8192);
-	assert_int_equal(cfg->outgoing_tls_count, 4);
 	assert_int_equal(cfg->connect_timeout_ms, 5000);
 	assert_int_equal(cfg->idle_timeout_s, 1200);
 }
@@ -200,11 +209,28 @@ static void test_defaults_when_absent(void **state)
 	assert_int_equal(cfg->next_hop.tls, 0);
 	assert_int_equal(cfg->internal_max_msg, 128 * 1024);
 	assert_int_equal(cfg->external_max_msg, 5000 * 1024);
-	assert_int_equal(cfg->npartners, 0);
+	/* Lync's defaults: no federation of any kind. */
+	assert_int_equal(cfg->nallowed, 0);
+	assert_int_equal(cfg->edge.allow_federated_users, 0);
+	assert_int_equal(cfg->edge.enable_partner_discovery, 0);
+	assert_int_equal(cfg->edge.use_default_route, 0);
+	assert_int_equal(cfg->edge.mark_source_verifiable, 1);
+	assert_int_equal(cfg->edge.archiving_disclaimer, 0);
+	assert_int_equal(cfg->edge.outgoing_tls_count, 4);
+	assert_int_equal(cfg->edge.discovered_rate, 20);
+	assert_int_equal(cfg->edge.discovered_max_contacts, 1000);
+	assert_int_equal(cfg->edge.discovered_contacts_limit, 1);
+	assert_int_equal(cfg->edge.discovered_report_period_min, 60);
+	assert_int_equal(cfg->edge.discovered_verification, CFG_VERIFY_USE_SOURCE);
+	assert_int_equal(cfg->npolicies, 1);
+	assert_string_equal(cfg->policies[0].identity, "global");
+	assert_int_equal(cfg->policies[0].federation + cfg->policies[0].xmpp +
+	                 cfg->policies[0].public_cloud + cfg->policies[0].outside, 0);
+	assert_int_equal(cfg->dns.port, 53);
+	assert_int_equal(cfg->dns.cache_records, 3000);
 	assert_int_equal(cfg->max_connections, 10000);
 	assert_int_equal(cfg->max_headers, 256);
 	assert_int_equal(cfg->max_line_bytes, 8192);
-	assert_int_equal(cfg->outgoing_tls_count, 4);
 	assert_int_equal(cfg->connect_timeout_ms, 5000);
 	assert_int_equal(cfg->idle_timeout_s, 1200);
 	cfg_free(cfg);
@@ -219,13 +245,26 @@ static void test_values_read(void **state)
 		"  next_hop = { host = \"127.0.0.1\"; port = 5070; transport = \"tls\"; };\n"
 		"  max_message_kb = 256;\n"
 		"};\n"
-		"external = { listen = ( { address = \"127.0.0.1\"; port = 5061; } ); max_message_kb = 1; };\n"
-		"partners = (\n"
-		"  { domains = [ \"fabrikam.test\", \"fabrikam.example\" ]; fqdn = \"sip.fabrikam.test\";\n"
-		"    address = \"127.0.0.2\"; port = 5062; }\n"
+		"external = { listen = ( { address = \"127.0.0.1\"; port = 5061; } ); max_message_kb = 1000; };\n"
+		"access_edge = { allow_federated_users = true; enable_partner_discovery = true;\n"
+		"                outgoing_tls_count = 2; discovered_partner_standard_rate = 5;\n"
+		"                discovered_partner_verification_level = \"AlwaysUnverifiable\"; };\n"
+		"allowed_domains = (\n"
+		"  { domain = \"fabrikam.test\"; proxy_fqdn = \"sip.fabrikam.test\";\n"
+		"    address = \"127.0.0.2\"; port = 5062; verification_level = \"AlwaysVerifiable\"; },\n"
+		"  { domain = \"fabrikam.example\"; mark_for_monitoring = true; }\n"
 		");\n"
+		"blocked_domains = ( { domain = \"spam.test\"; comment = \"abuse\"; } );\n"
+		"hosting_providers = ( { identity = \"Online\"; proxy_fqdn = \"sipfed.online.test\";\n"
+		"                        domains = [ \"hosted.test\" ]; } );\n"
+		"public_providers = ( { identity = \"Msgr\"; proxy_fqdn = \"fed.msgr.test\"; enabled = false; } );\n"
+		"external_access_policies = (\n"
+		"  { identity = \"Partners\"; users = [ \"*@*.contoso.test\" ]; enable_federation_access = true; },\n"
+		"  { identity = \"global\"; enable_public_cloud_access = true; }\n"
+		");\n"
+		"dns = { server = \"::1\"; port = 5353; tries = 3; cache_record_count = 0; };\n"
 		"limits = { max_connections = 7; max_headers = 9; max_line_bytes = 300;\n"
-		"           outgoing_tls_count = 2; connect_timeout_ms = 100; idle_timeout_s = 60; };\n");
+		"           connect_timeout_ms = 100; idle_timeout_s = 60; };\n");
 
 	assert_int_equal(cfg->log_level, LOG_LVL_DEBUG);
 	assert_int_equal(cfg->log_syslog, 1);
@@ -235,14 +274,39 @@ static void test_values_read(void **state)
 	assert_int_equal(cfg->internal_listen[1].port, 5063);
 	assert_int_equal(cfg->next_hop.tls, 1);
 	assert_int_equal(cfg->internal_max_msg, 256 * 1024);
-	assert_int_equal(cfg->external_max_msg, 1024);
-	assert_int_equal(cfg->partners[0].ndomains, 2);
-	assert_string_equal(cfg->partners[0].domains[1], "fabrikam.example");
-	assert_addr(&cfg->partners[0].addr, "127.0.0.2", 5062);
+	assert_int_equal(cfg->external_max_msg, 1000 * 1024);
+	assert_int_equal(cfg->edge.outgoing_tls_count, 2);
+	assert_int_equal(cfg->edge.discovered_rate, 5);
+	assert_int_equal(cfg->edge.discovered_verification, CFG_VERIFY_ALWAYS_UNVERIFIABLE);
+	assert_int_equal(cfg->nallowed, 2);
+	assert_addr(&cfg->allowed[0].server.addr, "127.0.0.2", 5062);
+	assert_int_equal(cfg->allowed[0].verification, CFG_VERIFY_ALWAYS_VERIFIABLE);
+	assert_null(cfg->allowed[1].server.fqdn);
+	assert_int_equal(cfg->allowed[1].mark_for_monitoring, 1);
+	assert_int_equal(cfg->nblocked, 1);
+	assert_string_equal(cfg->blocked[0].comment, "abuse");
+	assert_int_equal(cfg->nproviders, 2);
+	assert_int_equal(cfg->providers[0].kind, CFG_HOSTING_PROVIDER);
+	assert_int_equal(cfg->providers[0].verification, CFG_VERIFY_ALWAYS_VERIFIABLE);
+	assert_int_equal(cfg->providers[0].enabled, 1);
+	assert_int_equal(cfg->providers[1].kind, CFG_PUBLIC_PROVIDER);
+	assert_int_equal(cfg->providers[1].enabled, 0);
+	assert_int_equal(cfg->providers[1].verification, CFG_VERIFY_USE_SOURCE);
+	/* The global policy goes first, wherever the file has it. */
+	assert_int_equal(cfg->npolicies, 2);
+	assert_string_equal(cfg->policies[0].identity, "global");
+	assert_int_equal(cfg->policies[0].public_cloud, 1);
+	assert_string_equal(cfg->policies[1].identity, "Partners");
+	assert_int_equal(cfg->policies[1].nusers, 1);
+	assert_string_equal(cfg->dns.server, "::1");
+	assert_int_equal(cfg->dns.addr.sa.ss_family, AF_INET6);
+	assert_int_equal(ntohs(((const struct sockaddr_in6 *)(const void *)&cfg->dns.addr.sa)->sin6_port),
+	                 5353);
+	assert_int_equal(cfg->dns.tries, 3);
+	assert_int_equal(cfg->dns.cache_records, 0);
 	assert_int_equal(cfg->max_connections, 7);
 	assert_int_equal(cfg->max_headers, 9);
 	assert_int_equal(cfg->max_line_bytes, 300);
-	assert_int_equal(cfg->outgoing_tls_count, 2);
 	assert_int_equal(cfg->connect_timeout_ms, 100);
 	assert_int_equal(cfg->idle_timeout_s, 60);
 	cfg_free(cfg);
@@ -320,23 +384,80 @@ static void test_err_external_transport(void **state)
 	           "transport = \"tls\"", "transport");
 }
 
-static void test_err_partner_domain_twice(void **state)
+static void test_err_allowed_domain_twice(void **state)
 {
 	load_fails(NODE TLS INTERNAL EXTERNAL
-	           "partners = (\n"
-	           "  { domains = [ \"fabrikam.test\" ]; fqdn = \"sip.fabrikam.test\"; address = \"127.0.0.2\"; },\n"
-	           "  { domains = [ \"other.test\", \"Fabrikam.Test\" ]; fqdn = \"sip.other.test\"; address = \"127.0.0.3\"; }\n"
+	           "allowed_domains = (\n"
+	           "  { domain = \"fabrikam.test\"; proxy_fqdn = \"sip.fabrikam.test\"; },\n"
+	           "  { domain = \"Fabrikam.Test\"; }\n"
 	           ");\n",
-	           "sip.other.test", "Fabrikam.Test");
+	           "\"Fabrikam.Test\"", "Fabrikam.Test");
 }
 
-static void test_err_partner_domain_ours(void **state)
+static void test_err_allowed_domain_ours(void **state)
 {
 	load_fails(NODE TLS INTERNAL EXTERNAL
-	           "partners = (\n"
-	           "  { domains = [ \"contoso.test\" ]; fqdn = \"sip.fabrikam.test\"; address = \"127.0.0.2\"; }\n"
+	           "allowed_domains = (\n"
+	           "  { domain = \"contoso.test\"; proxy_fqdn = \"sip.fabrikam.test\"; address = \"127.0.0.2\"; }\n"
 	           ");\n",
-	           "sip.fabrikam.test", "contoso.test");
+	           "\"contoso.test\"; proxy", "node.sip_domains");
+}
+
+static void test_err_blocked_and_allowed(void **state)
+{
+	load_fails(NODE TLS INTERNAL EXTERNAL
+	           "allowed_domains = ( { domain = \"fabrikam.test\"; } );\n"
+	           "blocked_domains = (\n  { domain = \"fabrikam.test\"; comment = \"x\"; }\n);\n",
+	           "comment = \"x\"", "also an allowed domain");
+}
+
+static void test_err_provider_domain_taken(void **state)
+{
+	load_fails(NODE TLS INTERNAL EXTERNAL
+	           "blocked_domains = ( { domain = \"spam.test\"; } );\n"
+	           "public_providers = (\n  { identity = \"P\"; proxy_fqdn = \"fed.p.test\";\n"
+	           "    domains = [ \"spam.test\" ]; }\n);\n",
+	           "[ \"spam.test\" ]", "a blocked domain");
+}
+
+static void test_err_proxy_fqdn_is_ours(void **state)
+{
+	load_fails(NODE TLS INTERNAL EXTERNAL
+	           "allowed_domains = (\n  { domain = \"fabrikam.test\";\n"
+	           "    proxy_fqdn = \"SIP.contoso.test\"; }\n);\n",
+	           "SIP.contoso.test", "pool_fqdn");
+}
+
+static void test_err_bad_names(void **state)
+{
+	load_fails(NODE TLS INTERNAL EXTERNAL
+	           "allowed_domains = (\n  { domain = \"-bad-.test\"; }\n);\n",
+	           "-bad-.test", "not a valid domain");
+	load_fails(NODE TLS INTERNAL EXTERNAL
+	           "allowed_domains = (\n  { domain = \"ok.test\"; address = \"127.0.0.9\"; }\n);\n",
+	           "ok.test", "need 'proxy_fqdn'");
+	load_fails(NODE TLS INTERNAL EXTERNAL
+	           "external_access_policies = (\n  { identity = \"x\";\n"
+	           "    users = [ \"a*@contoso.test\" ]; }\n);\n",
+	           "a*@contoso.test", "user pattern");
+	load_fails(NODE TLS INTERNAL EXTERNAL
+	           "external_access_policies = (\n  { identity = \"global\";\n"
+	           "    users = [ \"*@contoso.test\" ]; }\n);\n",
+	           "*@contoso.test", "remove 'users'");
+}
+
+static void test_err_access_edge(void **state)
+{
+	load_fails(NODE TLS INTERNAL EXTERNAL
+	           "access_edge = {\n  routing = \"default_route\";\n};\n",
+	           "routing", "default_route");
+	load_fails(NODE TLS INTERNAL EXTERNAL
+	           "access_edge = {\n  enable_partner_discovery = true;\n  routing = \"default_route\";\n"
+	           "  default_route = { fqdn = \"up.test\"; };\n};\n",
+	           "enable_partner_discovery", "partner discovery needs");
+	load_fails(NODE TLS INTERNAL EXTERNAL
+	           "access_edge = {\n  outgoing_tls_count = 5;\n};\n",
+	           "outgoing_tls_count", "out of range 1-4");
 }
 
 static void test_err_missing_pool_fqdn(void **state)
@@ -366,8 +487,8 @@ static void test_err_max_message_kb(void **state)
 	           "257", "max_message_kb");
 	load_fails(NODE TLS INTERNAL
 	           "external = {\n  listen = ( { address = \"127.0.0.1\"; port = 5061; } );\n"
-	           "  max_message_kb = 0;\n};\n",
-	           "max_message_kb = 0", "max_message_kb");
+	           "  max_message_kb = 999;\n};\n",
+	           "max_message_kb = 999", "out of range 1000-20000");
 }
 
 static void test_err_log_level(void **state)
@@ -378,8 +499,6 @@ static void test_err_log_level(void **state)
 
 static void test_err_limits(void **state)
 {
-	load_fails(NODE TLS INTERNAL EXTERNAL "limits = {\n  outgoing_tls_count = 0;\n};\n",
-	           "outgoing_tls_count", "outgoing_tls_count");
 	load_fails(NODE TLS INTERNAL EXTERNAL "limits = {\n  idle_timeout_s = \"20m\";\n};\n",
 	           "idle_timeout_s", "idle_timeout_s");
 }
@@ -398,8 +517,13 @@ int main(void)
 		cmocka_unit_test(test_err_port_range),
 		cmocka_unit_test(test_err_transport),
 		cmocka_unit_test(test_err_external_transport),
-		cmocka_unit_test(test_err_partner_domain_twice),
-		cmocka_unit_test(test_err_partner_domain_ours),
+		cmocka_unit_test(test_err_allowed_domain_twice),
+		cmocka_unit_test(test_err_allowed_domain_ours),
+		cmocka_unit_test(test_err_blocked_and_allowed),
+		cmocka_unit_test(test_err_provider_domain_taken),
+		cmocka_unit_test(test_err_proxy_fqdn_is_ours),
+		cmocka_unit_test(test_err_bad_names),
+		cmocka_unit_test(test_err_access_edge),
 		cmocka_unit_test(test_err_missing_pool_fqdn),
 		cmocka_unit_test(test_err_listen_address),
 		cmocka_unit_test(test_err_max_message_kb),

@@ -1,0 +1,179 @@
+/*
+ * dns: asynchronous DNS on the event loop, for federation partner discovery:
+ * SRV _sipfederationtls._tcp.<domain>, then AAAA and A of the targets.
+ *
+ * c-ares does the wire work (UDP, TCP when an answer is truncated) and libev
+ * drives it, so nothing here blocks the loop. This module adds a cache
+ * bounded by a record count (as Lync's DnsCacheRecordCount) and emptied
+ * least recently used first, the RFC 2782 order of SRV targets, and one
+ * network lookup shared by identical queries. Names are absolute: no search
+ * domains, no ndots; a trailing dot is allowed and ignored.
+ *
+ * Every callback comes from the event loop, never from inside the call that
+ * started the query (not even for a cached answer or a numeric address), and
+ * exactly once unless the query is cancelled first. Nothing is printed or
+ * logged here: failures are an enum dns_status.
+ */
+#ifndef EDGE_DNS_H
+#define EDGE_DNS_H
+
+#include <ev.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define DNS_CACHE_RECORDS_DEFAULT 3000 /* Lync's DnsCacheRecordCount */
+#define DNS_NAME_MAX 255               /* characters of a name, without the NUL */
+#define DNS_MAX_SRV_TARGETS 32         /* kept of one SRV RRset: those of lowest priority */
+#define DNS_MAX_ADDRS 32               /* of one host: up to 16 IPv6 and 16 IPv4 */
+
+struct dns_options {
+	const char *server;       /* numeric IPv4/IPv6 address of the resolver; NULL: the system's (resolv.conf) */
+	uint16_t port;            /* 0: 53 */
+	unsigned timeout_ms;      /* per try and server; 0: 2000 */
+	unsigned tries;           /* 0: 2 */
+	unsigned cache_records;   /* most records cached at once; 0: no cache */
+	uint64_t seed;            /* of the SRV order's PRNG; 0: a random one (tests set it) */
+};
+
+struct dns_resolver;
+
+/*
+ * A new resolver on loop. opt NULL takes every default, with a cache of
+ * DNS_CACHE_RECORDS_DEFAULT. A lookup gives up after `tries` rounds, each
+ * asking every server once and waiting timeout_ms for each: with one server,
+ * DNS_ETIMEOUT comes timeout_ms * tries after the query started (a retry
+ * over TCP after a truncated answer starts its try's wait again). Returns
+ * NULL with err set when opt->server is not a numeric address or c-ares
+ * cannot start.
+ */
+struct dns_resolver *dns_resolver_new(struct ev_loop *loop, const struct dns_options *opt,
+                                      char *err, size_t errlen);
+/*
+ * Frees the resolver, its cache and its queries: the callbacks of pending
+ * queries are NOT called, and their handles become invalid. Called from a
+ * dns callback, it finishes when that callback returns, and no other
+ * callback is called.
+ */
+void dns_resolver_free(struct dns_resolver *r);
+
+struct dns_srv_target {
+	const char *name;         /* without the trailing dot */
+	uint16_t port, priority, weight;
+};
+struct dns_srv_answer {
+	unsigned n;
+	const struct dns_srv_target *targets; /* in the order to try (RFC 2782), drawn again per query */
+};
+
+struct dns_addr {
+	struct sockaddr_storage sa;
+	socklen_t salen;
+};
+struct dns_addr_answer {
+	unsigned n;
+	const struct dns_addr *addrs; /* IPv6 first, then IPv4, with the port asked for */
+};
+
+enum dns_status {
+	DNS_OK = 0,
+	DNS_ENOTFOUND = -1,       /* NXDOMAIN or no such records */
+	DNS_ETIMEOUT = -2,        /* no server answered in time */
+	DNS_ESERVFAIL = -3,       /* server failure, refused, malformed answer */
+	DNS_ENOMEM = -4,
+};
+const char *dns_strerror(int status);
+
+/*
+ * ans is never NULL: on an error its n is 0. It and everything it points to
+ * are valid only during the callback. The callback may start and cancel
+ * queries, and free the resolver.
+ */
+typedef void (*dns_srv_cb)(void *arg, int status, const struct dns_srv_answer *ans);
+typedef void (*dns_addr_cb)(void *arg, int status, const struct dns_addr_answer *ans);
+
+struct dns_query; /* a handle, to cancel the query; freed by the resolver after the callback */
+
+/*
+ * Looks up the SRV records of name (e.g. "_sipfederationtls._tcp.fabrikam.com").
+ * A single target "." (the service is decidedly not available) answers
+ * DNS_ENOTFOUND. Returns a handle, or NULL only when out of memory; the
+ * callback is then called once, later, from the loop, unless cancelled.
+ */
+struct dns_query *dns_resolve_srv(struct dns_resolver *r, const char *name, dns_srv_cb cb,
+                                  void *arg);
+/*
+ * Looks up the AAAA and A records of host (two queries), answering with
+ * both families; it is DNS_OK when either has an address, and an error of
+ * one family is then not reported. A numeric host (IPv4, or IPv6 with or
+ * without brackets) answers without a query. Returns as dns_resolve_srv().
+ */
+struct dns_query *dns_resolve_addr(struct dns_resolver *r, const char *host, uint16_t port,
+                                   dns_addr_cb cb, void *arg);
+/*
+ * The callback of q will not be called, and q is freed. A network lookup
+ * that q started goes on and fills the cache. Inside q's own callback, does
+ * nothing.
+ */
+void dns_cancel(struct dns_query *q);
+
+/* Counters for the JSON status. */
+struct dns_stats {
+	unsigned long long queries;    /* DNS queries sent (an address lookup sends two) */
+	unsigned long long cache_hits; /* queries answered from the cache */
+	unsigned long long failures;   /* lookups ended in a timeout, a server failure or no memory */
+	unsigned cached;               /* cache entries */
+	unsigned cached_records;       /* the records they hold, at most cache_records */
+};
+void dns_get_stats(const struct dns_resolver *r, struct dns_stats *out);
+
+/* ---- for tests and the fuzzer ---- */
+
+/* An SRV RRset as parsed, in answer order. Self-contained: nothing to free. */
+struct dns_srv_rrset {
+	unsigned n;
+	uint32_t ttl;             /* seconds: the smallest of the RRset (and of the CNAMEs to it),
+	                             or, for DNS_ENOTFOUND, how long to remember that */
+	struct dns_srv_rr {
+		uint16_t priority, weight, port;
+		char name[DNS_NAME_MAX + 1];
+	} rr[DNS_MAX_SRV_TARGETS];
+};
+
+/*
+ * Parses the answer buf to an SRV query for qname. It takes the answer
+ * section's SRV records (class IN) of qname, or of the name that CNAMEs in
+ * the answer lead to from qname, matched without regard to case; other
+ * records are ignored, as are targets that are not host names. Returns
+ * DNS_OK with 1 to DNS_MAX_SRV_TARGETS records in out; DNS_ENOTFOUND for
+ * NXDOMAIN, no such records or only the target "." (out->ttl: how long to
+ * remember that, from the SOA per RFC 2308 or the "." record, at most 30 s,
+ * else 5 s); DNS_ESERVFAIL for an error rcode, a malformed message, or
+ * records whose targets are all unusable; DNS_ENOMEM. out is the caller's,
+ * overwritten whatever the result.
+ */
+int dns_parse_srv_answer(const unsigned char *buf, size_t len, const char *qname,
+                         struct dns_srv_rrset *out);
+
+/*
+ * Puts in out the n targets of in (n <= DNS_MAX_SRV_TARGETS) in the order to
+ * try them: ascending priority and, within a priority, the weighted random
+ * selection of RFC 2782, drawing on the PRNG state *rng. Names are not
+ * copied.
+ */
+void dns_srv_order(uint64_t *rng, const struct dns_srv_target *in, unsigned n,
+                   struct dns_srv_target *out);
+
+/*
+ * Caches an answer as if it had just come from the network, to test the
+ * cache without one. status is DNS_OK (rr with at least one record, or n
+ * addresses without their port) or DNS_ENOTFOUND; the entry lives rr->ttl
+ * or ttl seconds. Returns 0 or DNS_ENOMEM; a 0 ttl or an answer of more
+ * records than the cache holds is not cached.
+ */
+int dns_cache_put_srv(struct dns_resolver *r, const char *name, int status,
+                      const struct dns_srv_rrset *rr);
+int dns_cache_put_addr(struct dns_resolver *r, const char *host, int status,
+                       const struct dns_addr *addrs, unsigned n, uint32_t ttl);
+
+#endif
