@@ -42,7 +42,6 @@ struct answer {
 	struct htab_node node;        /* in r->cache while cached */
 	struct list_node lru;         /* in r->lru while cached: least recently used first */
 	unsigned refs;
-	int cached;
 	enum kind kind;
 	int status;                   /* DNS_OK or DNS_ENOTFOUND */
 	uint32_t ttl;                 /* 0: not to be cached */
@@ -658,7 +657,6 @@ static void cache_remove(struct dns_resolver *r, struct answer *a)
 	htab_remove(&r->cache, &a->node);
 	list_del(&a->lru);
 	r->cache_used -= answer_cost(a);
-	a->cached = 0;
 	answer_unref(a);
 }
 
@@ -697,7 +695,6 @@ static void cache_put(struct dns_resolver *r, struct answer *a)
 	list_add_tail(&r->lru, &a->lru);
 	r->cache_used += cost;
 	a->expires = now_mono() + min32(a->ttl, TTL_MAX);
-	a->cached = 1;
 	a->refs++;
 }
 
@@ -712,7 +709,8 @@ int dns_cache_put_srv(struct dns_resolver *r, const char *name, int status,
 	char key[DNS_NAME_MAX + 1];
 	struct answer *a;
 
-	if (name_key(key, name) < 0 || (status == DNS_OK && rr->n == 0))
+	if (name_key(key, name) < 0 || (status != DNS_OK && status != DNS_ENOTFOUND) ||
+	    (status == DNS_OK && rr->n == 0))
 		return 0;
 	if (!(a = answer_from_rrset(key, status, rr)))
 		return DNS_ENOMEM;
@@ -731,7 +729,8 @@ int dns_cache_put_addr(struct dns_resolver *r, const char *host, int status,
 		n = 0;
 	if (n > DNS_MAX_ADDRS)
 		n = DNS_MAX_ADDRS;
-	if (name_key(key, host) < 0 || (status == DNS_OK && n == 0))
+	if (name_key(key, host) < 0 || (status != DNS_OK && status != DNS_ENOTFOUND) ||
+	    (status == DNS_OK && n == 0))
 		return 0;
 	if (!(a = answer_new(KIND_ADDR, key, status, n, 0)))
 		return DNS_ENOMEM;
@@ -980,12 +979,18 @@ static void request_srv_done(struct request *q, const unsigned char *abuf, size_
 	}
 }
 
+static uint32_t ttl_of(int ttl)
+{
+	return ttl > 0 ? (uint32_t)ttl : 0;
+}
+
 static void request_addr_done(struct request *q, int status, const unsigned char *abuf, size_t len)
 {
 	unsigned fam = q->type == RR_AAAA ? 0 : 1;
 	struct dns_addr *out = q->l->addrs[fam];
 	int rc = ARES_ENODATA, n = ADDRS_PER_FAMILY;
 
+	q->ttl = UINT32_MAX; /* the smallest of the addresses' */
 	if (status == ARES_SUCCESS && q->type == RR_AAAA) {
 		struct ares_addr6ttl t[ADDRS_PER_FAMILY];
 		rc = ares_parse_aaaa_reply(abuf, (int)len, NULL, t, &n);
@@ -995,8 +1000,7 @@ static void request_addr_done(struct request *q, int status, const unsigned char
 			s6->sin6_family = AF_INET6;
 			memcpy(&s6->sin6_addr, &t[i].ip6addr, sizeof(s6->sin6_addr));
 			out[i].salen = sizeof(*s6);
-			q->ttl = i == 0 ? (uint32_t)(t[i].ttl > 0 ? t[i].ttl : 0)
-			                : min32(q->ttl, (uint32_t)(t[i].ttl > 0 ? t[i].ttl : 0));
+			q->ttl = min32(q->ttl, ttl_of(t[i].ttl));
 		}
 	} else if (status == ARES_SUCCESS) {
 		struct ares_addrttl t[ADDRS_PER_FAMILY];
@@ -1007,8 +1011,7 @@ static void request_addr_done(struct request *q, int status, const unsigned char
 			s4->sin_family = AF_INET;
 			s4->sin_addr = t[i].ipaddr;
 			out[i].salen = sizeof(*s4);
-			q->ttl = i == 0 ? (uint32_t)(t[i].ttl > 0 ? t[i].ttl : 0)
-			                : min32(q->ttl, (uint32_t)(t[i].ttl > 0 ? t[i].ttl : 0));
+			q->ttl = min32(q->ttl, ttl_of(t[i].ttl));
 		}
 	}
 	if (rc == ARES_SUCCESS && n > 0) {

@@ -29,7 +29,7 @@
 
 struct dns_options {
 	const char *server;       /* numeric IPv4/IPv6 address of the resolver; NULL: the system's (resolv.conf) */
-	uint16_t port;            /* 0: 53 */
+	uint16_t port;            /* of server; 0: 53 */
 	unsigned timeout_ms;      /* per try and server; 0: 2000 */
 	unsigned tries;           /* 0: 2 */
 	unsigned cache_records;   /* most records cached at once; 0: no cache */

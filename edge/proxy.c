@@ -15,6 +15,7 @@
 #include "route.h"
 #include "sip_msg.h"
 #include "sip_txn.h"
+#include "thr.h"
 #include "tls.h"
 
 /* RFC 3261 timers for reliable transports (A, D, E, G, I, J, K are 0). */
@@ -50,6 +51,7 @@ struct proxy {
 	struct conn_limits lim_external;
 	struct conn_mgr *conns;
 	struct dns_resolver *dns;
+	struct thr_table *thr;       /* discovered partners' limits */
 	struct router *router;
 	struct list_node stateless;  /* stateless forwards waiting for a route */
 	struct sip_txn_table server_txns;
@@ -839,9 +841,10 @@ static void ptx_routed(struct ptx *t, struct rt_decision *d)
 	t->route = *d;
 	memset(d, 0, sizeof(*d));
 	if (t->route.action == RT_REJECT) {
-		log_info("rejected %s call-id=%.*s (%s side): %u %s", sip_method_name(t->req->method),
-		         SPAN(t->req->call_id), t->in_side == CONN_EXTERNAL ? "external" : "internal",
-		         t->route.status, t->route.reason);
+		log_msg(t->route.quiet ? LOG_LVL_DEBUG : LOG_LVL_INFO,
+		        "rejected %s call-id=%.*s (%s side): %u %s", sip_method_name(t->req->method),
+		        SPAN(t->req->call_id), t->in_side == CONN_EXTERNAL ? "external" : "internal",
+		        t->route.status, t->route.reason);
 		if (t->route.retry_after) {
 			struct sip_msg *resp = make_response(px, t->req, t->route.status, NULL,
 			                                     t->route.reason);
@@ -979,6 +982,23 @@ static void handle_request(struct proxy *px, struct conn *c, struct sip_msg *m)
 
 /* ---- responses ---- */
 
+/* A final response to a discovered partner counts toward its suspicion (thr.h). */
+static void note_discovered_response(struct proxy *px, struct ptx *t, unsigned status)
+{
+	struct sip_uri from;
+	struct sip_nameaddr na;
+	char domain[256];
+	int i = sip_msg_find(t->req, SIP_HDR_FROM, 0);
+	if (i < 0 || sip_nameaddr_parse(t->req->hdrs[i].value, &na) < 0 ||
+	    sip_uri_parse(na.uri, &from) < 0 || from.host.len >= sizeof(domain))
+		return;
+	memcpy(domain, from.host.s, from.host.len);
+	domain[from.host.len] = '\0';
+	if (thr_response(px->thr, domain, status, ev_now(px->loop)))
+		log_notice("discovered partner %s is suspicious: most of its requests fail; "
+		           "held to 1 request per second for the rest of the report period", domain);
+}
+
 static void handle_response(struct proxy *px, struct conn *c, struct sip_msg *m)
 {
 	char key[SIP_TXN_KEY_MAX];
@@ -995,6 +1015,8 @@ static void handle_response(struct proxy *px, struct conn *c, struct sip_msg *m)
 	struct ptx *t = list_entry(&l->node, struct ptx, cli_link.node);
 	int invite = t->req->method == SIP_INVITE;
 	scrub_headers(m, conn_side(c), t->in_side);
+	if (t->route.discovered && m->status >= 200)
+		note_discovered_response(px, t, m->status);
 	/* 16.7 item 3: our Via goes. */
 	sip_msg_remove(m, (unsigned)sip_msg_find(m, SIP_HDR_VIA, 0));
 
@@ -1180,9 +1202,17 @@ struct proxy *proxy_new(struct ev_loop *loop, const struct edge_cfg *cfg, char *
 	px->dns = dns_resolver_new(loop, &dns_opt, err, errlen);
 	if (!px->dns)
 		goto fail;
-	px->router = rt_new(cfg, px->tls_client, px->dns, &px->lim_internal, &px->lim_external);
+	struct thr_limits thr_lim = {
+		.rate = cfg->edge.discovered_rate,
+		.max_contacts = cfg->edge.discovered_max_contacts,
+		.contacts_limit = cfg->edge.discovered_contacts_limit,
+		.period_s = cfg->edge.discovered_report_period_min * 60.0,
+	};
+	px->thr = thr_new(&thr_lim);
+	px->router = rt_new(loop, cfg, px->tls_client, px->dns, px->thr, &px->lim_internal,
+	                    &px->lim_external);
 	px->conns = conn_mgr_new(loop, &proxy_handler, px, cfg->max_connections);
-	if (!px->router || !px->conns) {
+	if (!px->thr || !px->router || !px->conns) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -1222,6 +1252,7 @@ void proxy_free(struct proxy *px)
 	while (!list_empty(&px->stateless))
 		stateless_free(list_entry(px->stateless.next, struct stateless_fwd, link));
 	rt_free(px->router);
+	thr_free(px->thr);
 	dns_resolver_free(px->dns);
 	tls_ctx_free(px->tls_server);
 	tls_ctx_free(px->tls_client);
@@ -1237,14 +1268,24 @@ void proxy_get_stats(const struct proxy *px, struct proxy_stats *out)
 size_t proxy_status_json(const struct proxy *px, char *buf, size_t len)
 {
 	struct proxy_stats st;
+	struct thr_stats thr;
+	struct dns_stats dns;
 	proxy_get_stats(px, &st);
+	thr_get_stats(px->thr, ev_now(px->loop), &thr);
+	dns_get_stats(px->dns, &dns);
 	int n = snprintf(buf, len,
 	                 "{\"pool_fqdn\": \"%s\", \"connections\": %llu, \"transactions\": %llu, "
 	                 "\"requests_in\": %llu, \"requests_forwarded\": %llu, "
 	                 "\"responses_forwarded\": %llu, \"rejected\": %llu, \"malformed\": %llu, "
-	                 "\"connection_failures\": %llu}\n",
+	                 "\"connection_failures\": %llu, "
+	                 "\"discovered_partners\": {\"tracked\": %u, \"blocked\": %u, "
+	                 "\"suspicious\": %u, \"rate_refused\": %llu, \"contacts_refused\": %llu}, "
+	                 "\"dns\": {\"queries\": %llu, \"cache_hits\": %llu, \"failures\": %llu, "
+	                 "\"cached\": %u}}\n",
 	                 px->cfg->pool_fqdn, st.connections, st.transactions, st.requests_in,
 	                 st.requests_forwarded, st.responses_forwarded, st.rejected, st.malformed,
-	                 st.connection_failures);
+	                 st.connection_failures, thr.partners, thr.blocked, thr.suspicious,
+	                 thr.rate_refused, thr.contacts_refused, dns.queries, dns.cache_hits,
+	                 dns.failures, dns.cached);
 	return n < 0 ? 0 : (size_t)n < len ? (size_t)n : len - 1;
 }

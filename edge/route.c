@@ -10,13 +10,16 @@
 #include "domain.h"
 #include "list.h"
 #include "pol.h"
+#include "thr.h"
 
 /* Failover candidates kept per request: SRV targets times their addresses. */
 #define RT_MAX_TARGETS 8
 #define SRV_PREFIX "_sipfederationtls._tcp."
 
 struct router {
+	struct ev_loop *loop;
 	const struct edge_cfg *cfg;
+	struct thr_table *thr;
 	struct tls_ctx *client_tls;
 	struct dns_resolver *dns;
 	const struct conn_limits *internal_lim;
@@ -41,6 +44,8 @@ struct rt_pending {
 	char **names;                       /* the peer's certificate names (copies) */
 	unsigned nnames;
 	enum cfg_verification verification;
+	int discovered;                     /* the From domain is a discovered partner */
+	char contact[300];                  /* the recipient, user@host, for the contacts limit */
 };
 
 #define SPAN(str) (int)(str).len, (str).s
@@ -403,6 +408,37 @@ static void inbound_accept(struct router *r, struct rt_decision *d, enum pol_sou
 		                pol_is_verified(level, source_verified), net, remote_fqdn);
 }
 
+/*
+ * Holds a discovered partner to its limits (thr.h). Returns 1 when the
+ * request may pass, else 0 with d a rejection.
+ */
+static int admit_discovered(struct router *r, struct rt_decision *d, const char *domain,
+                            const char *contact)
+{
+	struct thr_result res;
+	if (!r->thr)
+		return 1;
+	thr_admit(r->thr, domain, contact, strlen(contact), ev_now(r->loop), &res);
+	d->discovered = 1;
+	switch (res.verdict) {
+	case THR_PASS:
+		return 1;
+	case THR_RATE:
+		reject(d, 503, "discovered partner %s is over %u requests per second%s", domain,
+		       res.rate, res.suspicious ? " (suspicious: too many failed requests)" : "");
+		d->quiet = 1;
+		break;
+	case THR_BLOCKED:
+		reject(d, 403, "discovered partner %s is blocked: it addressed more than %u users "
+		       "in %u minutes", domain, r->cfg->edge.discovered_max_contacts,
+		       r->cfg->edge.discovered_report_period_min);
+		d->quiet = !res.changed;
+		break;
+	}
+	d->retry_after = res.retry_after;
+	return 0;
+}
+
 static void on_in_srv(void *arg, int status, const struct dns_srv_answer *ans)
 {
 	struct rt_pending *p = arg;
@@ -421,8 +457,9 @@ static void on_in_srv(void *arg, int status, const struct dns_srv_answer *ans)
 		const char *t = ans->targets[i].name;
 		if (dom_within(t, strlen(t), p->domain) &&
 		    pol_names_have((const char *const *)p->names, p->nnames, t)) {
-			inbound_accept(p->r, &p->d, POL_SRC_AUTO_FEDERATION, POL_NET_FEDERATION,
-			               p->verification, 1, t);
+			if (!p->discovered || admit_discovered(p->r, &p->d, p->domain, p->contact))
+				inbound_accept(p->r, &p->d, POL_SRC_AUTO_FEDERATION, POL_NET_FEDERATION,
+				               p->verification, 1, t);
 			pending_finish(p);
 			return;
 		}
@@ -434,8 +471,9 @@ static void on_in_srv(void *arg, int status, const struct dns_srv_answer *ans)
 
 /* Verifies by DNS SRV that the peer may speak for domain (AutoFederation). */
 static int verify_by_srv(struct router *r, const struct rt_request *req, const char *domain,
-                         enum cfg_verification level, struct rt_decision *out, rt_done_fn done,
-                         void *arg, struct rt_pending **pending)
+                         const struct pol_domain *dom, const struct sip_uri *to,
+                         struct rt_decision *out, rt_done_fn done, void *arg,
+                         struct rt_pending **pending)
 {
 	if (!r->dns)
 		return reject(out, 504, "verifying %s needs DNS, and no resolver is configured",
@@ -444,7 +482,9 @@ static int verify_by_srv(struct router *r, const struct rt_request *req, const c
 	char qname[300];
 	if (p) {
 		snprintf(p->domain, sizeof(p->domain), "%s", domain);
-		p->verification = level;
+		p->verification = dom->verification;
+		p->discovered = dom->discovered;
+		snprintf(p->contact, sizeof(p->contact), "%.*s@%.*s", SPAN(to->user), SPAN(to->host));
 		p->names = calloc(req->npeer_names + 1, sizeof(*p->names));
 		for (unsigned i = 0; p->names && i < req->npeer_names; i++)
 			if ((p->names[p->nnames] = strdup(req->peer_names[i])) != NULL)
@@ -547,7 +587,7 @@ static int decide_inbound(struct router *r, const struct rt_request *req, struct
 			              SPAN(from.host)), 0;
 		memcpy(domain, from.host.s, from.host.len);
 		domain[from.host.len] = '\0';
-		return verify_by_srv(r, req, domain, dom.verification, out, done, arg, pending);
+		return verify_by_srv(r, req, domain, &dom, &to, out, done, arg, pending);
 	}
 	case POL_DOM_OWN:
 		return reject(out, 403, "spoofed source: the peer (%s) sends as our domain %.*s",
@@ -572,13 +612,16 @@ int rt_route(struct router *r, const struct rt_request *req, struct rt_decision 
 	return decide_inbound(r, req, out, done, arg, pending);
 }
 
-struct router *rt_new(const struct edge_cfg *cfg, struct tls_ctx *client_tls,
-                      struct dns_resolver *dns, const struct conn_limits *internal_lim,
+struct router *rt_new(struct ev_loop *loop, const struct edge_cfg *cfg, struct tls_ctx *client_tls,
+                      struct dns_resolver *dns, struct thr_table *thr,
+                      const struct conn_limits *internal_lim,
                       const struct conn_limits *external_lim)
 {
 	struct router *r = calloc(1, sizeof(*r));
 	if (!r)
 		return NULL;
+	r->loop = loop;
+	r->thr = thr;
 	r->cfg = cfg;
 	r->client_tls = client_tls;
 	r->dns = dns;

@@ -58,10 +58,12 @@ struct rt_decision {
 	struct rt_target *targets;          /* owned: rt_decision_clear() frees them */
 	unsigned ntargets;
 	char trust[512];                    /* ms-edge-proxy-message-trust value, or "" */
+	int discovered;                     /* from a discovered partner: note its responses */
 	/* RT_REJECT */
 	unsigned status;                    /* 403, 404, 503, 504 ... */
 	unsigned retry_after;               /* seconds, for a 503; 0: none */
 	char reason[256];                   /* for the Warning header */
+	int quiet;                          /* one of many alike (throttling): log at debug */
 };
 
 /* Frees what d owns and empties it. */
@@ -71,6 +73,7 @@ void rt_decision_dest(const struct rt_decision *d, unsigned i, struct conn_dest 
 
 struct router;
 struct dns_resolver;
+struct thr_table;
 struct rt_pending;
 
 /*
@@ -80,12 +83,14 @@ struct rt_pending;
 typedef void (*rt_done_fn)(void *arg, struct rt_decision *d);
 
 /*
- * A router over cfg, sending TLS with client_tls and looking names up with
- * dns (NULL: no DNS; a decision that would need it is a 504). It keeps the
- * pointers, which must outlive it. Returns NULL when out of memory.
+ * A router over cfg, sending TLS with client_tls, looking names up with
+ * dns (NULL: no DNS; a decision that would need it is a 504) and holding
+ * discovered partners to the limits of thr. It keeps the pointers, which
+ * must outlive it. Returns NULL when out of memory.
  */
-struct router *rt_new(const struct edge_cfg *cfg, struct tls_ctx *client_tls,
-                      struct dns_resolver *dns, const struct conn_limits *internal_lim,
+struct router *rt_new(struct ev_loop *loop, const struct edge_cfg *cfg, struct tls_ctx *client_tls,
+                      struct dns_resolver *dns, struct thr_table *thr,
+                      const struct conn_limits *internal_lim,
                       const struct conn_limits *external_lim);
 /* Frees the router; pending decisions are dropped without their callbacks. */
 void rt_free(struct router *r);

@@ -521,9 +521,9 @@ class SipClient:
 
 
 class SipUAS:
-    """A recording SIP server over TCP: answers every request 200 (or `status`)
-    and keeps what it received, so tests can read the headers edged added.
-    Runs on a thread; stop() closes it."""
+    """A recording SIP server over TCP: answers every request 200 (or `status`,
+    a number or a function of the request) and keeps what it received, so
+    tests can read the headers edged added. Runs on a thread; stop() closes it."""
 
     def __init__(self, host, port, status=200):
         import threading
@@ -578,7 +578,8 @@ class SipUAS:
                     self.requests.append(msg)
                 if msg.start.startswith("ACK "):
                     continue
-                lines = [f"SIP/2.0 {self.status} Answer"]
+                status = self.status(msg) if callable(self.status) else self.status
+                lines = [f"SIP/2.0 {status} Answer"]
                 for name, value in msg.headers:
                     if name in ("via", "from", "call-id", "cseq"):
                         lines.append(f"{name}: {value}")
