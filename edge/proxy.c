@@ -823,7 +823,8 @@ static void ptx_send(struct ptx *t, const char *last_error)
 		log_debug("route %s call-id=%.*s (%s side) to %s (%s)", sip_method_name(t->req->method),
 		          SPAN(t->req->call_id), t->in_side == CONN_EXTERNAL ? "external" : "internal",
 		          dest.name, conn_peer_str(out));
-		px->stats.requests_forwarded++;
+		if (!last_error)
+			px->stats.requests_forwarded++; /* once per request, not per target tried */
 		conn_send_msg(out, t->fwd); /* may fail, and free, t through on_down */
 		return;
 	}

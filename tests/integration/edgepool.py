@@ -523,12 +523,27 @@ class SipClient:
 class SipUAS:
     """A recording SIP server over TCP: answers every request 200 (or `status`,
     a number or a function of the request) and keeps what it received, so
-    tests can read the headers edged added. Runs on a thread; stop() closes it."""
+    tests can read the headers edged added. Runs on a thread; stop() closes it.
 
-    def __init__(self, host, port, status=200):
+    tls=(cert_path, key_path, ca_path) makes it a mutual-TLS server (a
+    partner's edge or a provider): it presents cert_path and requires a client
+    certificate that chains to ca_path; a connection whose handshake fails is
+    closed and counted in tls_failures. contact: a Contact header value added
+    to every response."""
+
+    def __init__(self, host, port, status=200, *, tls=None, contact=None):
         import threading
         self.addr = (host, port)
         self.status = status
+        self.contact = contact
+        self.tls_failures = []        # str(error) of each failed TLS handshake
+        self._tls = None
+        if tls is not None:
+            cert, key, ca = tls
+            self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self._tls.load_cert_chain(str(cert), str(key))
+            self._tls.load_verify_locations(str(ca))
+            self._tls.verify_mode = ssl.CERT_REQUIRED
         self.requests = []            # SipResponse objects (they parse requests too)
         self._lock = threading.Lock()
         self._sock = socket.socket()
@@ -552,6 +567,16 @@ class SipUAS:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn):
+        if self._tls is not None:
+            conn.settimeout(5)
+            try:
+                plain, conn = conn, self._tls.wrap_socket(conn, server_side=True)
+            except (OSError, ValueError) as e:
+                with self._lock:
+                    self.tls_failures.append(str(e))
+                plain.close()
+                return
+            self._conns.append(conn)
         buf = b""
         conn.settimeout(0.2)
         while not self._stop:
@@ -585,6 +610,8 @@ class SipUAS:
                         lines.append(f"{name}: {value}")
                     elif name == "to":
                         lines.append(f"to: {value}" + ("" if "tag=" in value else ";tag=uas"))
+                if self.contact is not None:
+                    lines.append(f"Contact: {self.contact}")
                 lines.append("Content-Length: 0")
                 try:
                     conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())

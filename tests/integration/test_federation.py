@@ -9,7 +9,7 @@ recording SIP server (SipUAS), so tests read exactly what crossed:
                             ProxyFqdn (SRV); blocked.test blocked;
                             mallory's policy denies federation
   fabrikam.test  127.0.0.2  contoso.test allowed without ProxyFqdn; also
-                            serves twoprio.test and moving.test
+                            serves twoprio.test, moving.test and tlsfail.test
   northwind.test 127.0.0.3  discovery on; serves moving.test too
 """
 import pytest
@@ -38,8 +38,9 @@ class Org:
 def fed(tmp_path_factory, pki):
     work = tmp_path_factory.mktemp("federation")
     contoso = Org("contoso.test", "127.0.0.1", pki)
-    fabrikam = Org("fabrikam.test", "127.0.0.2", pki, domains=["twoprio.test", "moving.test"],
-                   extra_names=["sip.twoprio.test", "sip.moving.test"])
+    fabrikam = Org("fabrikam.test", "127.0.0.2", pki,
+                   domains=["twoprio.test", "moving.test", "tlsfail.test"],
+                   extra_names=["sip.twoprio.test", "sip.moving.test", "sip2.tlsfail.test"])
     northwind = Org("northwind.test", "127.0.0.3", pki, domains=["moving.test"],
                     extra_names=["sip2.moving.test"])
     dead_port = free_port()              # nothing listens there
@@ -58,6 +59,10 @@ def fed(tmp_path_factory, pki):
         "twoprio.test": [f"{SRV} 60 IN SRV 10 0 {dead_port} dead.twoprio.test.",
                          f"{SRV} 60 IN SRV 20 0 {fabrikam.external[1]} sip.twoprio.test.",
                          "dead 60 IN A 127.0.0.1", "sip 60 IN A 127.0.0.2"],
+        # The first target's certificate is someone else's: the handshake fails.
+        "tlsfail.test": [f"{SRV} 60 IN SRV 10 0 {northwind.external[1]} sip.tlsfail.test.",
+                         f"{SRV} 60 IN SRV 20 0 {fabrikam.external[1]} sip2.tlsfail.test.",
+                         "sip 60 IN A 127.0.0.3", "sip2 60 IN A 127.0.0.2"],
         "moving.test": [f"{SRV} 1 IN SRV 0 0 {fabrikam.external[1]} sip.moving.test.",
                         "sip 60 IN A 127.0.0.2", "sip2 60 IN A 127.0.0.3"],
     }
@@ -164,6 +169,15 @@ def test_failover_to_second_priority(fed):
     assert r.status == 200, r
     assert fabrikam.uas.received("fed-9")
     assert "dead.twoprio.test" in contoso.edge.log()
+
+
+def test_failover_after_a_failed_handshake(fed):
+    contoso, fabrikam, northwind, _ = fed
+    r = send(contoso, "fed-15", "bob@tlsfail.test")
+    assert r.status == 200, r
+    assert fabrikam.uas.received("fed-15") and not northwind.uas.received("fed-15")
+    log = contoso.edge.log()
+    assert "cannot reach sip.tlsfail.test" in log and "trying the next target" in log
 
 
 def test_short_ttl_change_moves_the_route(fed):
