@@ -15,6 +15,18 @@
 
 #include "cfg.h"
 
+/*
+ * The headers of the Access Edge. The trust header goes to the front ends
+ * only (MS-SIPRE 2.2.15); the verifiable mark goes to partners on every
+ * request (MarkSourceVerifiableOnOutgoingMessages) and is what their
+ * UseSourceVerification reads; the archiving notice goes to partners when
+ * EnableArchivingDisclaimer is on. Diagnostics never leave.
+ */
+#define POL_TRUST_HEADER "ms-edge-proxy-message-trust"
+#define POL_VERIFIED_HEADER "ms-source-verified-user"
+#define POL_ARCHIVING_HEADER "ms-archiving-disclaimer"
+#define POL_DIAGNOSTICS_HEADER "ms-diagnostics"
+
 /* Lync's ms-source-type of a federation peer. */
 enum pol_source {
 	POL_SRC_NONE,

@@ -12,6 +12,7 @@
 #include "htab.h"
 #include "list.h"
 #include "log.h"
+#include "pol.h"
 #include "route.h"
 #include "sip_msg.h"
 #include "sip_txn.h"
@@ -627,10 +628,6 @@ static int route_request(struct proxy *px, struct conn *c, struct sip_msg *m,
 	return rt_route(px->router, &rq, d, done, arg, pending);
 }
 
-/* Headers that only the edge may set toward the front ends, and that never leave. */
-#define TRUST_HEADER "ms-edge-proxy-message-trust"
-#define DIAGNOSTICS_HEADER "ms-diagnostics"
-
 static void remove_named(struct sip_msg *m, const char *name)
 {
 	int i;
@@ -638,21 +635,42 @@ static void remove_named(struct sip_msg *m, const char *name)
 		sip_msg_remove(m, (unsigned)i);
 }
 
-/* A request or response crossing from side `from` to side `to`. */
+/*
+ * A request or response crossing from side `from` to side `to` loses the
+ * headers that only this edge may set on that side (pol.h): a partner's
+ * trust header or verifiable mark, once the router has read it; our own
+ * diagnostics, and whatever mark the internal side put on.
+ */
 static void scrub_headers(struct sip_msg *m, enum conn_side from, enum conn_side to)
 {
-	if (from == CONN_EXTERNAL)
-		remove_named(m, TRUST_HEADER);
-	if (to == CONN_EXTERNAL)
-		remove_named(m, DIAGNOSTICS_HEADER);
+	if (from == CONN_EXTERNAL) {
+		remove_named(m, POL_TRUST_HEADER);
+		remove_named(m, POL_VERIFIED_HEADER);
+	}
+	if (to == CONN_EXTERNAL) {
+		remove_named(m, POL_DIAGNOSTICS_HEADER);
+		remove_named(m, POL_VERIFIED_HEADER);
+		remove_named(m, POL_ARCHIVING_HEADER);
+	}
 }
 
-/* The edge's own headers on a request routed with d. */
-static int apply_trust(struct sip_msg *m, const struct rt_decision *d)
+/* The edge's own headers on a request routed with d. Returns -1 when out of memory. */
+static int add_edge_headers(struct proxy *px, struct sip_msg *m, const struct rt_decision *d)
 {
-	if (!d->trust[0])
+	const struct cfg_access_edge *e = &px->cfg->edge;
+	if (d->trust[0] &&
+	    sip_msg_append(m, SIP_HDR_OTHER, POL_TRUST_HEADER, d->trust, strlen(d->trust)) < 0)
+		return -1;
+	if (d->side != CONN_EXTERNAL)
 		return 0;
-	return sip_msg_append(m, SIP_HDR_OTHER, TRUST_HEADER, d->trust, strlen(d->trust));
+	const char *mark = e->mark_source_verifiable ? "verified" : "unverified";
+	if (sip_msg_append(m, SIP_HDR_OTHER, POL_VERIFIED_HEADER, mark, strlen(mark)) < 0)
+		return -1;
+	if (e->archiving_disclaimer && (m->method == SIP_MESSAGE || m->method == SIP_INVITE) &&
+	    sip_msg_appendf(m, SIP_HDR_OTHER, POL_ARCHIVING_HEADER,
+	                    "\"Instant messages with %s may be archived\"", px->cfg->pool_fqdn) < 0)
+		return -1;
+	return 0;
 }
 
 static void stateless_free(struct stateless_fwd *f)
@@ -676,7 +694,7 @@ static void stateless_send(struct proxy *px, struct sip_msg *m, struct rt_decisi
 	rt_decision_dest(d, 0, &dest);
 	scrub_headers(m, dest.side == CONN_EXTERNAL ? CONN_INTERNAL : CONN_EXTERNAL, dest.side);
 	sip_txn_branch(m, branch);
-	if (apply_trust(m, d) < 0 || prepare_forward(px, m, &dest, branch) < 0) {
+	if (add_edge_headers(px, m, d) < 0 || prepare_forward(px, m, &dest, branch) < 0) {
 		log_debug("call-id=%.*s: %s not forwarded: out of memory", SPAN(m->call_id),
 		          sip_method_name(m->method));
 		return;
@@ -865,7 +883,8 @@ static void ptx_routed(struct ptx *t, struct rt_decision *d)
 	struct conn_dest dest;
 	rt_decision_dest(&t->route, 0, &dest);
 	scrub_headers(t->fwd, t->in_side, dest.side);
-	if (apply_trust(t->fwd, &t->route) < 0 || prepare_forward(px, t->fwd, &dest, t->branch) < 0) {
+	if (add_edge_headers(px, t->fwd, &t->route) < 0 ||
+	    prepare_forward(px, t->fwd, &dest, t->branch) < 0) {
 		ptx_reply(t, 500, NULL, "out of memory");
 		ptx_settle(t);
 		return;

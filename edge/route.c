@@ -45,6 +45,7 @@ struct rt_pending {
 	unsigned nnames;
 	enum cfg_verification verification;
 	int discovered;                     /* the From domain is a discovered partner */
+	int marked;                         /* the request was marked verifiable */
 	char contact[300];                  /* the recipient, user@host, for the contacts limit */
 };
 
@@ -397,7 +398,18 @@ static int decide_outbound(struct router *r, const struct rt_request *req, struc
 
 /* ---- inbound ---- */
 
-/* Finishes an inbound decision: the recipient, then the trust header. */
+/* Whether the sender's edge marked the request verifiable (its MarkSourceVerifiableOnOutgoingMessages). */
+static int marked_verifiable(const struct sip_msg *m)
+{
+	int i = sip_msg_find_name(m, POL_VERIFIED_HEADER, 0);
+	return i >= 0 && sip_str_caseeq(m->hdrs[i].value, "verified");
+}
+
+/*
+ * Finishes an inbound decision: the next hop, and the trust header. Under
+ * UseSourceVerification a request is verified when its source is (the
+ * peer may speak for the From domain) and its edge marked it verifiable.
+ */
 static void inbound_accept(struct router *r, struct rt_decision *d, enum pol_source source,
                            enum pol_network net, enum cfg_verification level,
                            int source_verified, const char *remote_fqdn)
@@ -459,7 +471,7 @@ static void on_in_srv(void *arg, int status, const struct dns_srv_answer *ans)
 		    pol_names_have((const char *const *)p->names, p->nnames, t)) {
 			if (!p->discovered || admit_discovered(p->r, &p->d, p->domain, p->contact))
 				inbound_accept(p->r, &p->d, POL_SRC_AUTO_FEDERATION, POL_NET_FEDERATION,
-				               p->verification, 1, t);
+				               p->verification, p->marked, t);
 			pending_finish(p);
 			return;
 		}
@@ -484,6 +496,7 @@ static int verify_by_srv(struct router *r, const struct rt_request *req, const c
 		snprintf(p->domain, sizeof(p->domain), "%s", domain);
 		p->verification = dom->verification;
 		p->discovered = dom->discovered;
+		p->marked = marked_verifiable(req->msg);
 		snprintf(p->contact, sizeof(p->contact), "%.*s@%.*s", SPAN(to->user), SPAN(to->host));
 		p->names = calloc(req->npeer_names + 1, sizeof(*p->names));
 		for (unsigned i = 0; p->names && i < req->npeer_names; i++)
@@ -562,12 +575,10 @@ static int decide_inbound(struct router *r, const struct rt_request *req, struct
 		                                 pv->shared_address_space))
 			return reject(out, 403, "spoofed source: %s may not speak for our domain %.*s",
 			              peer.fqdn, SPAN(from.host)), 0;
-		int hosts_it = 0;
-		for (unsigned d = 0; pv && d < pv->ndomains; d++)
-			hosts_it |= dom_eq(from.host.s, from.host.len, pv->domains[d]);
 		enum cfg_verification level = pv ? pv->verification
 		                                 : cfg->edge.default_route_verification;
-		inbound_accept(r, out, POL_SRC_AUTHORIZED_SERVER, net, level, hosts_it, peer.fqdn);
+		inbound_accept(r, out, POL_SRC_AUTHORIZED_SERVER, net, level, marked_verifiable(m),
+		               peer.fqdn);
 		return 0;
 	}
 	switch (dom.kind) {
@@ -575,7 +586,7 @@ static int decide_inbound(struct router *r, const struct rt_request *req, struct
 		if (dom.source == POL_SRC_DIRECT_PARTNER &&
 		    pol_names_have(req->peer_names, req->npeer_names, dom.server->fqdn)) {
 			inbound_accept(r, out, POL_SRC_DIRECT_PARTNER, POL_NET_FEDERATION,
-			               dom.verification, 1, dom.server->fqdn);
+			               dom.verification, marked_verifiable(m), dom.server->fqdn);
 			return 0;
 		}
 		return reject(out, 403, "spoofed source: %.*s is served by %s, not by the peer (%s)",

@@ -569,8 +569,9 @@ class SipUAS:
     def _serve(self, conn):
         if self._tls is not None:
             conn.settimeout(5)
+            plain = conn
             try:
-                plain, conn = conn, self._tls.wrap_socket(conn, server_side=True)
+                conn = self._tls.wrap_socket(plain, server_side=True)
             except (OSError, ValueError) as e:
                 with self._lock:
                     self.tls_failures.append(str(e))

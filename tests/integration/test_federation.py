@@ -225,8 +225,29 @@ def test_trust_header_from_outside_is_replaced(fed, pki):
         assert c.recv_final().status == 200
     finally:
         c.close()
-    trust = trust_of(fabrikam, "fed-13")
-    assert len(trust) == 1 and trust[0].startswith("ms-source-type=AutoFederation;"), trust
+    # No verifiable mark from the sender's edge: unverified, whatever the forgery says.
+    assert trust_of(fabrikam, "fed-13") == [
+        "ms-source-type=AutoFederation;ms-ep-fqdn=sip.fabrikam.test;"
+        "ms-source-verified-user=unverified;ms-source-network=federation;"
+        "ms-remote-fqdn=sip.contoso.test"]
+
+
+def test_verifiable_mark_is_read_and_consumed(fed, pki):
+    """UseSourceVerification: a proven source that its edge marked verifiable is verified;
+    the mark itself goes no further than this edge."""
+    contoso, fabrikam, _, _ = fed
+    c = SipClient(*fabrikam.external, tls_ca=pki.ca_file, cert=contoso.cert, key=contoso.key,
+                  server_name=fabrikam.fqdn)
+    try:
+        c.send(sip_request("MESSAGE", "sip:bob@fabrikam.test", from_uri="sip:alice@contoso.test",
+                           to_uri="sip:bob@fabrikam.test", call_id="fed-16", body="x",
+                           headers=["ms-source-verified-user: verified"]))
+        assert c.recv_final().status == 200
+    finally:
+        c.close()
+    assert "ms-source-verified-user=verified" in trust_of(fabrikam, "fed-16")[0]
+    got = fabrikam.uas.received("fed-16")[0]
+    assert got.header("ms-source-verified-user") is None
 
 
 def test_diagnostics_do_not_leave(fed):
