@@ -160,7 +160,8 @@ struct edge_cfg {
 	unsigned max_headers;
 	unsigned max_line_bytes;
 	unsigned connect_timeout_ms;
-	unsigned idle_timeout_s;
+	unsigned keepalive_s;               /* MaxKeepAliveInterval, in seconds */
+	int whitespace_keepalive;           /* EnableWhiteSpaceKeepAlive */
 
 	void *lc;                 /* the libconfig tree that owns the strings */
 };

@@ -29,6 +29,9 @@ enum conn_state {
  */
 #define DRAIN_SECONDS 2.0
 
+/* How long a keep-alive ping may wait for its pong (at most the interval itself). */
+#define PONG_WAIT_SECONDS 10.0
+
 /* Enough for one TLS record: reads into the stack, copies only leftovers. */
 #define READ_CHUNK 16384
 
@@ -49,8 +52,9 @@ struct conn {
 	struct xprt *xprt;
 	const struct conn_limits *lim;
 	ev_io io;
-	ev_timer timer;               /* connect/handshake deadline, then idle */
-	ev_tstamp last_active;
+	ev_timer timer;               /* connect/handshake deadline, then keep-alive */
+	ev_tstamp last_active;        /* the last traffic that counts (conn_limits) */
+	int pinged;                   /* a keep-alive ping waits for its answer */
 
 	char *rbuf;                   /* bytes of a message not yet whole */
 	size_t rlen, rcap;
@@ -257,7 +261,7 @@ static struct conn *conn_new(struct conn_mgr *mgr, int fd, enum conn_side side, 
 	ev_io_start(mgr->loop, &c->io);
 	ev_init(&c->timer, conn_timer_cb);
 	c->timer.data = c;
-	c->timer.repeat = c->state == CONN_UP ? lim->idle_timeout_s
+	c->timer.repeat = c->state == CONN_UP ? lim->keepalive_s
 	                                      : lim->connect_timeout_ms / 1000.0;
 	ev_timer_again(mgr->loop, &c->timer);
 	return c;
@@ -429,6 +433,13 @@ int conn_send_msg(struct conn *c, const struct sip_msg *m)
 
 /* ---- reading ---- */
 
+/* Traffic that proves the peer alive. */
+static void conn_touch(struct conn *c)
+{
+	c->last_active = ev_now(c->mgr->loop);
+	c->pinged = 0;
+}
+
 /*
  * Frames and dispatches the messages in buf. Returns the bytes consumed, or
  * -1 when the connection closed meanwhile.
@@ -447,12 +458,17 @@ static ssize_t conn_dispatch(struct conn *c, const char *buf, size_t len)
 		case SIP_FRAME_MORE:
 			return (ssize_t)off;
 		case SIP_FRAME_PING:
+			if (c->lim->whitespace_keepalive)
+				conn_touch(c);
 			if (conn_send(c, "\r\n", 2) < 0)
 				return -1;
 			break;
 		case SIP_FRAME_PONG:
+			if (c->lim->whitespace_keepalive)
+				conn_touch(c);
 			break;
 		case SIP_FRAME_MSG:
+			conn_touch(c);
 			rc = sip_msg_parse(buf + off, used, &c->lim->sip, &msg);
 			if (rc == SIP_OK)
 				h->on_message(ctx, c, msg);
@@ -514,7 +530,6 @@ static int conn_read(struct conn *c)
 			conn_fail(c, c->xprt->error[0] ? c->xprt->error : "read failed");
 			return -1;
 		}
-		c->last_active = ev_now(c->mgr->loop);
 		const char *data = chunk;
 		size_t len = (size_t)n;
 		if (c->rlen > 0) {
@@ -554,7 +569,7 @@ static void conn_established(struct conn *c)
 	if (c->outbound)
 		conn_fill_addrs(c, c->io.fd);
 	ev_timer_stop(c->mgr->loop, &c->timer);
-	c->timer.repeat = c->lim->idle_timeout_s;
+	c->timer.repeat = c->lim->keepalive_s;
 	ev_timer_again(c->mgr->loop, &c->timer);
 	c->mgr->handler->on_up(c->mgr->ctx, c);
 }
@@ -615,15 +630,27 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		conn_close(c, c->close_reason);
 		return;
 	}
-	/* Idle check the cheap way: one timer, rearmed from the last activity. */
+	/* The check the cheap way: one timer, rearmed from the last traffic. */
+	double interval = c->lim->keepalive_s;
 	ev_tstamp idle_for = ev_now(loop) - c->last_active;
-	if (idle_for >= c->lim->idle_timeout_s && c->wlen == c->woff) {
-		conn_close(c, "idle timeout");
+	if (c->pinged) {
+		conn_fail(c, "no answer to a keep-alive ping");
 		return;
 	}
-	w->repeat = c->lim->idle_timeout_s - idle_for;
-	if (w->repeat < 1)
-		w->repeat = 1;
+	if (idle_for >= interval && c->wlen == c->woff) {
+		if (!c->lim->whitespace_keepalive) {
+			conn_close(c, "idle timeout");
+			return;
+		}
+		if (conn_send(c, "\r\n\r\n", 4) < 0)
+			return;
+		c->pinged = 1;
+		w->repeat = interval < PONG_WAIT_SECONDS ? interval : PONG_WAIT_SECONDS;
+	} else {
+		w->repeat = interval - idle_for;
+		if (w->repeat < 1)
+			w->repeat = 1;
+	}
 	ev_timer_again(loop, w);
 }
 

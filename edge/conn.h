@@ -54,7 +54,15 @@ struct conn_handler {
 struct conn_limits {
 	struct sip_limits sip;
 	unsigned connect_timeout_ms; /* TCP connect plus TLS handshake */
-	unsigned idle_timeout_s;
+	/*
+	 * Lync's MaxKeepAliveInterval: a connection without traffic for this
+	 * long is checked. With whitespace_keepalive (EnableWhiteSpaceKeepAlive)
+	 * CRLF pings and pongs (RFC 5626) count as traffic and the check is a
+	 * ping that must be answered; without it, only SIP messages count and
+	 * the connection is closed.
+	 */
+	unsigned keepalive_s;
+	int whitespace_keepalive;
 };
 
 /* Returns a new manager, or NULL when out of memory. */

@@ -1164,7 +1164,8 @@ static void set_limits(struct conn_limits *lim, const struct edge_cfg *cfg, size
 	lim->sip.max_line_bytes = cfg->max_line_bytes;
 	lim->sip.max_headers = cfg->max_headers;
 	lim->connect_timeout_ms = cfg->connect_timeout_ms;
-	lim->idle_timeout_s = cfg->idle_timeout_s;
+	lim->keepalive_s = cfg->keepalive_s;
+	lim->whitespace_keepalive = cfg->whitespace_keepalive;
 }
 
 int proxy_check(const struct edge_cfg *cfg, char *err, size_t errlen)

@@ -136,7 +136,7 @@ def full_config(pki):
         ],
         "dns": {"server": "127.0.0.1", "port": 5353, "cache_record_count": 100},
         "status": {"address": "127.0.0.1", "port": 9199},
-        "limits": {"max_connections": 100, "connect_timeout_ms": 2000, "idle_timeout_s": 60},
+        "limits": {"max_connections": 100, "connect_timeout_ms": 2000, "max_keep_alive_interval_s": 60},
     }
 
 

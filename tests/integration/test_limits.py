@@ -20,17 +20,65 @@ def limited(tmp_path, pki):
     contoso = make_org("contoso.test", "127.0.0.1", pki)
     fabrikam = make_org("fabrikam.test", "127.0.0.2", pki)
     start(tmp_path, pki, contoso, [fabrikam],
-          limits={"idle_timeout_s": 1, "max_connections": 2})
+          limits={"max_keep_alive_interval_s": 1, "max_connections": 2})
     yield contoso
     assert contoso.edge.stop() == 0, contoso.edge.log()[-3000:]
 
 
 def test_idle_connection_is_closed(limited):
+    """A quiet peer gets a CRLFCRLF ping after the interval; unanswered, it is closed."""
     c = SipClient(*limited.internal)
     try:
-        assert c.closed_by_peer(timeout=5), "an idle connection outlived idle_timeout_s"
+        assert c.read_raw(4) == b"\r\n\r\n"
+        assert c.closed_by_peer(timeout=5), "an unanswered keep-alive left the connection open"
     finally:
         c.close()
+    wait_for(lambda: "no answer to a keep-alive ping" in limited.edge.log(), 5, "the log line")
+
+
+def test_answered_keep_alives_keep_the_connection(limited):
+    """Answering each ping with a pong keeps a connection without SIP open past 3 intervals."""
+    c = SipClient(*limited.internal)
+    try:
+        for _ in range(3):
+            assert c.read_raw(4) == b"\r\n\r\n"
+            c.send(b"\r\n")
+        c.send(sip_request("OPTIONS", f"sip:{limited.fqdn}", from_uri="sip:alice@contoso.test",
+                           to_uri=f"sip:{limited.fqdn}", call_id="ka-1"))
+        assert c.recv().status == 200
+    finally:
+        c.close()
+
+
+def test_without_white_space_keep_alive_only_sip_counts(tmp_path, pki):
+    """enable_white_space_keep_alive = false: pings are answered, but a peer that only
+    pings is closed after the interval, and the edge sends no ping of its own."""
+    contoso = make_org("contoso.test", "127.0.0.1", pki)
+    fabrikam = make_org("fabrikam.test", "127.0.0.2", pki)
+    start(tmp_path, pki, contoso, [fabrikam],
+          limits={"max_keep_alive_interval_s": 1, "enable_white_space_keep_alive": "false"})
+    c = SipClient(*contoso.internal)
+    try:
+        closed = False
+        for _ in range(40):      # at most 40 rounds of 0.3 s: bounded
+            try:
+                c.send(b"\r\n\r\n")
+                assert c.read_raw(2) == b"\r\n"
+                c.sock.settimeout(0.3)
+                extra = c.sock.recv(16)      # nothing unsolicited may come
+                closed = extra == b""
+                assert closed, f"the edge sent {extra!r}"
+                break
+            except socket.timeout:
+                continue
+            except (ConnectionResetError, EOFError, ssl.SSLError):
+                closed = True
+                break
+        assert closed, "pings alone kept the connection open"
+    finally:
+        c.close()
+        assert contoso.edge.stop() == 0, contoso.edge.log()[-3000:]
+    assert "idle timeout" in contoso.edge.log()
 
 
 def test_connection_limit(limited):

@@ -152,7 +152,8 @@ static void assert_shipped_values(const struct edge_cfg *cfg)
 	assert_int_equal(cfg->max_headers, 256);
 	assert_int_equal(cfg->max_line_bytes, 8192);
 	assert_int_equal(cfg->connect_timeout_ms, 5000);
-	assert_int_equal(cfg->idle_timeout_s, 1200);
+	assert_int_equal(cfg->keepalive_s, 1200);
+	assert_int_equal(cfg->whitespace_keepalive, 1);
 }
 
 static void test_default(void **state)
@@ -232,7 +233,8 @@ static void test_defaults_when_absent(void **state)
 	assert_int_equal(cfg->max_headers, 256);
 	assert_int_equal(cfg->max_line_bytes, 8192);
 	assert_int_equal(cfg->connect_timeout_ms, 5000);
-	assert_int_equal(cfg->idle_timeout_s, 1200);
+	assert_int_equal(cfg->keepalive_s, 1200);
+	assert_int_equal(cfg->whitespace_keepalive, 1);
 	cfg_free(cfg);
 }
 
@@ -264,7 +266,8 @@ static void test_values_read(void **state)
 		");\n"
 		"dns = { server = \"::1\"; port = 5353; tries = 3; cache_record_count = 0; };\n"
 		"limits = { max_connections = 7; max_headers = 9; max_line_bytes = 300;\n"
-		"           connect_timeout_ms = 100; idle_timeout_s = 60; };\n");
+		"           connect_timeout_ms = 100; max_keep_alive_interval_s = 60;\n"
+		"           enable_white_space_keep_alive = false; };\n");
 
 	assert_int_equal(cfg->log_level, LOG_LVL_DEBUG);
 	assert_int_equal(cfg->log_syslog, 1);
@@ -308,7 +311,8 @@ static void test_values_read(void **state)
 	assert_int_equal(cfg->max_headers, 9);
 	assert_int_equal(cfg->max_line_bytes, 300);
 	assert_int_equal(cfg->connect_timeout_ms, 100);
-	assert_int_equal(cfg->idle_timeout_s, 60);
+	assert_int_equal(cfg->keepalive_s, 60);
+	assert_int_equal(cfg->whitespace_keepalive, 0);
 	cfg_free(cfg);
 }
 
@@ -499,8 +503,8 @@ static void test_err_log_level(void **state)
 
 static void test_err_limits(void **state)
 {
-	load_fails(NODE TLS INTERNAL EXTERNAL "limits = {\n  idle_timeout_s = \"20m\";\n};\n",
-	           "idle_timeout_s", "idle_timeout_s");
+	load_fails(NODE TLS INTERNAL EXTERNAL "limits = {\n  max_keep_alive_interval_s = \"20m\";\n};\n",
+	           "max_keep_alive_interval_s", "max_keep_alive_interval_s");
 }
 
 int main(void)
