@@ -638,8 +638,9 @@ static void remove_named(struct sip_msg *m, const char *name)
 /*
  * A request or response crossing from side `from` to side `to` loses the
  * headers that only this edge may set on that side (pol.h): a partner's
- * trust header or verifiable mark, once the router has read it; our own
- * diagnostics, and whatever mark the internal side put on.
+ * trust header or verifiable mark, once the router has read it; toward a
+ * partner, the front ends' trust header and diagnostics, and whatever mark
+ * the internal side put on.
  */
 static void scrub_headers(struct sip_msg *m, enum conn_side from, enum conn_side to)
 {
@@ -648,6 +649,7 @@ static void scrub_headers(struct sip_msg *m, enum conn_side from, enum conn_side
 		remove_named(m, POL_VERIFIED_HEADER);
 	}
 	if (to == CONN_EXTERNAL) {
+		remove_named(m, POL_TRUST_HEADER);
 		remove_named(m, POL_DIAGNOSTICS_HEADER);
 		remove_named(m, POL_VERIFIED_HEADER);
 		remove_named(m, POL_ARCHIVING_HEADER);

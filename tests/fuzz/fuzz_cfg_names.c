@@ -15,10 +15,11 @@ const char *__lsan_default_suppressions(void)
 	return "leak:libconfig_yylex\nleak:strbuf_append\n";
 }
 
-/* A heap copy of exactly n bytes (+1 for a NUL when nul), so ASan sees any overread. */
+/* A heap copy of exactly n bytes (and a NUL when nul), so that ASan sees a read past them. */
 static char *copy(const uint8_t *p, size_t n, int nul)
 {
-	char *s = malloc(n + (size_t)nul + 1); /* +1: malloc(0) may return NULL */
+	size_t cap = n + (size_t)nul;
+	char *s = malloc(cap ? cap : 1); /* malloc(0) may return NULL */
 	if (!s)
 		abort();
 	memcpy(s, p, n);
