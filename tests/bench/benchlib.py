@@ -338,7 +338,9 @@ class Edged:
             f'internal = {{ listen = ( {{ address = "{internal[0]}"; port = {internal[1]}; }} ); '
             f'next_hop = {{ host = "{internal[0]}"; port = {free_port(internal[0])}; }}; }};\n'
             f'external = {{ listen = ( {{ address = "{external[0]}"; port = {external[1]}; }} ); }};\n'
-            f'partners = ( {{ domains = [ "fabrikam.test" ]; fqdn = "sip.fabrikam.test"; '
+            'access_edge = { allow_federated_users = true; };\n'
+            'external_access_policies = ( { identity = "global"; enable_federation_access = true; } );\n'
+            f'allowed_domains = ( {{ domain = "fabrikam.test"; proxy_fqdn = "sip.fabrikam.test"; '
             f'address = "{partner[0]}"; port = {partner[1]}; }} );\n')
         self.log_path = self.dir / f"{name}.log"
         self.proc = None
