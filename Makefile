@@ -87,8 +87,8 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libedge.a
 FUZZ_LINK_fuzz_sip_parse := edge/sip_msg.c
 FUZZ_LINK_fuzz_dns_answer := edge/dns.c common/htab.c
 FUZZ_LIBS_fuzz_dns_answer := -lcares -lev
-FUZZ_LINK_fuzz_cfg_names := edge/cfg.c edge/domain.c common/log.c build/gen/default_conf.c
-FUZZ_LIBS_fuzz_cfg_names := -lconfig
+FUZZ_LINK_fuzz_cfg_names := edge/cfg.c edge/domain.c common/log.c $(BUILD)/gen/default_conf.c
+FUZZ_LIBS_fuzz_cfg_names := $(shell $(PKG_CONFIG) --libs libconfig 2>/dev/null)
 .SECONDEXPANSION:
 build-fuzz/%: tests/fuzz/%.c $$(FUZZ_LINK_$$*)
 	@mkdir -p $(dir $@)
@@ -123,7 +123,6 @@ integration: $(BUILD)/edged
 
 fuzz: $(FUZZ_BIN)
 	$(Q)set -e; for f in $(FUZZ_BIN); do n=$$(basename $$f); mkdir -p build-fuzz/corpus-$$n; \
-		LSAN_OPTIONS=suppressions=$(abspath tests/fuzz/lsan.supp) \
 		$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build-fuzz/corpus-$$n tests/fuzz/corpus/$${n#fuzz_}; done
 
 fuzz-ci:

@@ -39,11 +39,18 @@ static const config_setting_t *setting(const config_setting_t *group, const char
 	return group ? config_setting_get_member(group, name) : NULL;
 }
 
-/* A string member; `def` when absent; error when present but not a string. */
-/* libconfig accepts any name: a misspelt setting must not be silently ignored. */
+/*
+ * Checks that group, when present, is a group of known settings only:
+ * libconfig accepts any name, and a misspelt setting must not be silently
+ * ignored.
+ */
 static int check_members(struct loader *ld, const config_setting_t *group,
                          const char *const *known)
 {
+	if (group && !config_setting_is_group(group)) {
+		const char *name = config_setting_name(group);
+		return fail(ld, group, "'%s' must be a group { ... }", name ? name : "each element");
+	}
 	for (int i = 0; group && i < config_setting_length(group); i++) {
 		const config_setting_t *s = config_setting_get_elem(group, (unsigned)i);
 		const char *name = config_setting_name(s);
@@ -629,9 +636,13 @@ static int load(struct loader *ld)
 	    check_members(ld, limits, limits_keys) < 0)
 		return -1;
 
-	if (get_string(ld, node, "pool_fqdn", NULL, &cfg->pool_fqdn) < 0 ||
+	if (get_domain(ld, node, "pool_fqdn", &cfg->pool_fqdn) < 0 ||
 	    get_strings(ld, node, "sip_domains", 1, &cfg->sip_domains, &cfg->nsip_domains) < 0)
 		return -1;
+	for (unsigned i = 0; i < cfg->nsip_domains; i++)
+		if (!dom_valid(cfg->sip_domains[i], strlen(cfg->sip_domains[i])))
+			return fail(ld, setting(node, "sip_domains"), "'%s' is not a valid domain name",
+			            cfg->sip_domains[i]);
 
 	const char *level;
 	if (get_string(ld, logs, "level", "info", &level) < 0 ||

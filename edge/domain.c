@@ -36,14 +36,22 @@ int dom_valid(const char *name, size_t len)
 	return label > 0 && name[len - 1] != '-' && labels >= 2 && !all_digits;
 }
 
+/* A name off the wire may end in the root's dot (RFC 1034 3.1): the same name. */
+static size_t without_root_dot(const char *name, size_t len)
+{
+	return len > 1 && name[len - 1] == '.' ? len - 1 : len;
+}
+
 int dom_eq(const char *a, size_t alen, const char *b)
 {
+	alen = without_root_dot(a, alen);
 	return strlen(b) == alen && strncasecmp(a, b, alen) == 0;
 }
 
 int dom_within(const char *host, size_t hostlen, const char *domain)
 {
 	size_t dlen = strlen(domain);
+	hostlen = without_root_dot(host, hostlen);
 	if (hostlen == dlen)
 		return strncasecmp(host, domain, dlen) == 0;
 	/* A dot must separate the labels: "evilfabrikam.test" is not in "fabrikam.test". */
@@ -81,8 +89,10 @@ int dom_user_match(const char *pattern, const char *user, size_t userlen,
 		return 0;
 	const char *domain = at + 1;
 	if (strncmp(domain, "*.", 2) == 0) {
+		/* Below the domain, and a name: ".contoso.test" is not a subdomain. */
 		size_t dlen = strlen(domain + 2);
-		return hostlen > dlen && dom_within(host, hostlen, domain + 2);
+		hostlen = without_root_dot(host, hostlen);
+		return hostlen > dlen && dom_valid(host, hostlen) && dom_within(host, hostlen, domain + 2);
 	}
 	return dom_eq(host, hostlen, domain);
 }

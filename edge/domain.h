@@ -1,9 +1,10 @@
 /*
  * domain: DNS names and user patterns as the federation policy uses them.
  *
- * Names are compared ASCII case-insensitively and without a trailing dot.
- * Nothing here allocates; every function takes explicit lengths where its
- * input comes off the wire, so a SIP header slice can be passed as it is.
+ * Names are compared ASCII case-insensitively. A name off the wire (the
+ * slice with a length) may end in the root's dot, "contoso.test.", and is
+ * then the same name as "contoso.test"; configured names (NUL-terminated)
+ * have no such dot (dom_valid() refuses it). Nothing here allocates.
  */
 #ifndef EDGE_DOMAIN_H
 #define EDGE_DOMAIN_H

@@ -293,6 +293,18 @@ static int route_to_domain(struct router *r, const struct pol_domain *dom, const
 	return 1;
 }
 
+/* A host off the wire as a domain name, without the root's dot; -1 when it is none. */
+static int domain_copy(struct sip_str host, char *out, size_t len)
+{
+	if (host.len > 1 && host.s[host.len - 1] == '.')
+		host.len--;
+	if (host.len >= len || !dom_valid(host.s, host.len))
+		return -1;
+	memcpy(out, host.s, host.len);
+	out[host.len] = '\0';
+	return 0;
+}
+
 /* The configured server whose FQDN or address host is: in-dialog Routes name them. */
 static const struct cfg_server *server_for_host(const struct edge_cfg *cfg, struct sip_str host)
 {
@@ -389,10 +401,8 @@ static int decide_outbound(struct router *r, const struct rt_request *req, struc
 		break;
 	}
 	char name[256];
-	if (domain.len >= sizeof(name) || !dom_valid(domain.s, domain.len))
+	if (domain_copy(domain, name, sizeof(name)) < 0)
 		return reject(out, 416, "%.*s is not a domain name", SPAN(domain)), 0;
-	memcpy(name, domain.s, domain.len);
-	name[domain.len] = '\0';
 	return route_to_domain(r, &dom, name, policy, out, done, arg, pending);
 }
 
@@ -483,7 +493,7 @@ static void on_in_srv(void *arg, int status, const struct dns_srv_answer *ans)
 
 /* Verifies by DNS SRV that the peer may speak for domain (AutoFederation). */
 static int verify_by_srv(struct router *r, const struct rt_request *req, const char *domain,
-                         const struct pol_domain *dom, const struct sip_uri *to,
+                         const struct pol_domain *dom, const struct sip_uri *rcpt,
                          struct rt_decision *out, rt_done_fn done, void *arg,
                          struct rt_pending **pending)
 {
@@ -497,7 +507,7 @@ static int verify_by_srv(struct router *r, const struct rt_request *req, const c
 		p->verification = dom->verification;
 		p->discovered = dom->discovered;
 		p->marked = marked_verifiable(req->msg);
-		snprintf(p->contact, sizeof(p->contact), "%.*s@%.*s", SPAN(to->user), SPAN(to->host));
+		snprintf(p->contact, sizeof(p->contact), "%.*s@%.*s", SPAN(rcpt->user), SPAN(rcpt->host));
 		p->names = calloc(req->npeer_names + 1, sizeof(*p->names));
 		for (unsigned i = 0; p->names && i < req->npeer_names; i++)
 			if ((p->names[p->nnames] = strdup(req->peer_names[i])) != NULL)
@@ -561,8 +571,18 @@ static int decide_inbound(struct router *r, const struct rt_request *req, struct
 		                                                 : POL_NET_FEDERATION;
 	else if (peer.source == POL_SRC_AUTHORIZED_SERVER && cfg->edge.default_route_is_public_provider)
 		net = POL_NET_PUBLIC_CLOUD;
+	/* The recipient: the Request-URI names it outside a dialog (the To is
+	 * the sender's to choose); inside one the Request-URI is a contact. */
+	struct sip_uri rcpt, ruri;
+	struct pol_domain ruri_dom;
+	rcpt = to;
+	if (sip_uri_parse(m->ruri, &ruri) == 0) {
+		pol_classify_domain(cfg, ruri.host.s, ruri.host.len, &ruri_dom);
+		if (ruri_dom.kind == POL_DOM_OWN)
+			rcpt = ruri;
+	}
 	const struct cfg_access_policy *policy =
-		pol_user_policy(cfg, to.user.s, to.user.len, to.host.s, to.host.len);
+		pol_user_policy(cfg, rcpt.user.s, rcpt.user.len, rcpt.host.s, rcpt.host.len);
 	if (!pol_policy_permits(policy, net))
 		return reject(out, 403, "external access policy '%s' of the recipient does not permit "
 		              "%s access", policy->identity,
@@ -593,12 +613,10 @@ static int decide_inbound(struct router *r, const struct rt_request *req, struct
 		              SPAN(from.host), dom.server->fqdn, names), 0;
 	case POL_DOM_SRV: {
 		char domain[256];
-		if (from.host.len >= sizeof(domain) || !dom_valid(from.host.s, from.host.len))
+		if (domain_copy(from.host, domain, sizeof(domain)) < 0)
 			return reject(out, 403, "sender domain %.*s is not a domain name",
 			              SPAN(from.host)), 0;
-		memcpy(domain, from.host.s, from.host.len);
-		domain[from.host.len] = '\0';
-		return verify_by_srv(r, req, domain, &dom, &to, out, done, arg, pending);
+		return verify_by_srv(r, req, domain, &dom, &rcpt, out, done, arg, pending);
 	}
 	case POL_DOM_OWN:
 		return reject(out, 403, "spoofed source: the peer (%s) sends as our domain %.*s",

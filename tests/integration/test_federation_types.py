@@ -254,6 +254,11 @@ def test_inbound_accepted(lab, peer, sender, to, mark, expected, call_id):
      "not by the peer (sip.unknown.test)"),
     ("sipfed.online.test", "alice@contoso.test", "carl@contoso.test",
      "spoofed source: sipfed.online.test may not speak for our domain contoso.test"),
+    # The root's dot (RFC 1034) makes no other domain of ours, or of a blocked one.
+    ("sipfed.online.test", "ceo@contoso.test.", "carl@contoso.test",
+     "spoofed source: sipfed.online.test may not speak for our domain contoso.test."),
+    ("sipfed.online.test", "x@blocked.test.", "carl@contoso.test",
+     "sender domain blocked.test. is blocked"),
     ("sipfed.online.test", "x@blocked.test", "carl@contoso.test",
      "sender domain blocked.test is blocked"),
     ("sip.fabrikam.test", "x@blocked.test", "carl@contoso.test",
@@ -271,7 +276,8 @@ def test_inbound_accepted(lab, peer, sender, to, mark, expected, call_id):
     ("sip.fabrikam.test", "bob@fabrikam.test", "x@elsewhere.test",
      "relay denied: elsewhere.test is not a domain of this organization"),
 ], ids=["direct-partner-spoofs-hosted-domain", "unknown-peer-spoofs-direct-partner",
-        "hosting-sends-as-our-domain", "hosting-sends-as-blocked", "direct-partner-sends-as-blocked",
+        "hosting-sends-as-our-domain", "hosting-sends-as-our-domain-root-dot",
+        "hosting-sends-as-blocked-root-dot", "hosting-sends-as-blocked", "direct-partner-sends-as-blocked",
         "public-to-global-policy-user", "public-own-domain-to-global-policy-user",
         "unknown-peer-discovery-off", "unknown-peer-spoofs-srv-partner",
         "relay-to-foreign-domain"])

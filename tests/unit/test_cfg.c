@@ -450,6 +450,24 @@ static void test_err_bad_names(void **state)
 	           "*@contoso.test", "remove 'users'");
 }
 
+static void test_err_section_not_a_group(void **state)
+{
+	/* A list where a group belongs has unnamed elements: refused, not a crash. */
+	load_fails(NODE TLS INTERNAL EXTERNAL "log = ( 1 );\n", "log = (", "must be a group");
+	load_fails(NODE TLS INTERNAL EXTERNAL
+	           "access_edge = {\n  routing = \"default_route\";\n  default_route = ( \"x\" );\n};\n",
+	           "default_route = (", "must be a group");
+	load_fails(NODE TLS INTERNAL EXTERNAL "dns = [ 1, 2 ];\n", "dns = [", "must be a group");
+}
+
+static void test_err_node_names(void **state)
+{
+	load_fails("node = {\n  pool_fqdn = \"sip..contoso.test\";\n  sip_domains = [ \"contoso.test\" ];\n};\n"
+	           TLS INTERNAL EXTERNAL, "sip..contoso.test", "not a valid domain");
+	load_fails("node = {\n  pool_fqdn = \"sip.contoso.test\";\n  sip_domains = [ \"contoso.test.\" ];\n};\n"
+	           TLS INTERNAL EXTERNAL, "sip_domains", "not a valid domain");
+}
+
 static void test_err_access_edge(void **state)
 {
 	load_fails(NODE TLS INTERNAL EXTERNAL
@@ -528,6 +546,8 @@ int main(void)
 		cmocka_unit_test(test_err_proxy_fqdn_is_ours),
 		cmocka_unit_test(test_err_bad_names),
 		cmocka_unit_test(test_err_access_edge),
+		cmocka_unit_test(test_err_section_not_a_group),
+		cmocka_unit_test(test_err_node_names),
 		cmocka_unit_test(test_err_missing_pool_fqdn),
 		cmocka_unit_test(test_err_listen_address),
 		cmocka_unit_test(test_err_max_message_kb),

@@ -194,6 +194,26 @@ static void test_eq(void **state)
 	assert_false(dom_eq("contoso\0test", 12, "contoso.test"));
 }
 
+/* A host off the wire may end in the root's dot: the same name (RFC 1034 3.1). */
+static void test_root_dot(void **state)
+{
+	char *h = slice("contoso.test.", 13);
+	assert_true(dom_eq(h, 13, "contoso.test"));
+	assert_true(dom_within(h, 13, "contoso.test"));
+	assert_true(dom_user_match("*@contoso.test", "bob", 3, h, 13));
+	free(h); h = NULL;
+	h = slice("sip.contoso.test.", 17);
+	assert_true(dom_within(h, 17, "contoso.test"));
+	assert_true(dom_user_match("*@*.contoso.test", "bob", 3, h, 17));
+	free(h); h = NULL;
+	/* One dot only, and never the whole name. */
+	assert_false(dom_eq("contoso.test..", 14, "contoso.test"));
+	assert_false(dom_eq(".", 1, ""));
+	/* Not names: nothing below a domain. */
+	assert_false(dom_user_match("*@*.contoso.test", "bob", 3, ".contoso.test", 13));
+	assert_false(dom_user_match("*@*.contoso.test", "bob", 3, "x..contoso.test", 15));
+}
+
 static void test_pattern_valid(void **state)
 {
 	assert_true(dom_user_pattern_valid("alice@contoso.test"));
@@ -303,6 +323,7 @@ int main(void)
 		cmocka_unit_test(test_within),
 		cmocka_unit_test(test_within_slices),
 		cmocka_unit_test(test_eq),
+		cmocka_unit_test(test_root_dot),
 		cmocka_unit_test(test_pattern_valid),
 		cmocka_unit_test(test_match_exact),
 		cmocka_unit_test(test_match_any_user),
