@@ -273,16 +273,27 @@ static void ptx_respond(struct ptx *t, const struct sip_msg *resp)
 	}
 }
 
-/* Answers the request of t with a final (or 100) response of the edge's own. */
-static void ptx_reply(struct ptx *t, unsigned status, const char *reason, const char *warning)
+/*
+ * Answers the request of t with a final (or 100) response of the edge's
+ * own, with Retry-After when retry_after is not 0.
+ */
+static void ptx_reply_after(struct ptx *t, unsigned status, const char *warning,
+                            unsigned retry_after)
 {
-	struct sip_msg *resp = make_response(t->px, t->req, status, reason, warning);
+	struct sip_msg *resp = make_response(t->px, t->req, status, NULL, warning);
 	if (!resp)
 		return;
+	if (retry_after)
+		sip_msg_appendf(resp, SIP_HDR_OTHER, "Retry-After", "%u", retry_after);
 	if (status >= 300)
 		t->px->stats.rejected++;
 	ptx_respond(t, resp);
 	sip_msg_free(resp);
+}
+
+static void ptx_reply(struct ptx *t, unsigned status, const char *warning)
+{
+	ptx_reply_after(t, status, warning, 0);
 }
 
 /* ---- requests the edge sends on its own: CANCEL and ACK for non-2xx ---- */
@@ -417,7 +428,7 @@ static void on_down(void *ctx, struct conn *c, int failed, const char *why)
 			continue;
 		}
 		if (t->srv == SRV_PROCEEDING)
-			ptx_reply(t, 504, NULL, warning);
+			ptx_reply(t, 504, warning);
 		ptx_settle(t);
 	}
 	conn_set_user(c, NULL);
@@ -777,7 +788,7 @@ static void handle_cancel_of(struct proxy *px, struct conn *c, struct sip_msg *m
 		else if (t->cli == CLI_CALLING)
 			t->cancel_pending = 1; /* 9.1: not before a provisional response */
 		else if (t->cli == CLI_NONE)
-			ptx_reply(t, 487, NULL, NULL);
+			ptx_reply(t, 487, NULL);
 	}
 }
 
@@ -793,9 +804,9 @@ static int answer_invalid(struct ptx *t)
 		if (m->method == SIP_OPTIONS)
 			answer_options(t);
 		else
-			ptx_reply(t, 483, NULL, "Max-Forwards reached 0");
+			ptx_reply(t, 483, "Max-Forwards reached 0");
 	} else if (is_looping(t->px, m)) {
-		ptx_reply(t, 482, NULL, "the request came back to this edge unchanged");
+		ptx_reply(t, 482, "the request came back to this edge unchanged");
 	} else if (pr >= 0) {
 		struct sip_msg *resp = make_response(t->px, m, 420, NULL, "no extension is supported");
 		if (resp) {
@@ -851,7 +862,7 @@ static void ptx_send(struct ptx *t, const char *last_error)
 	char warning[600];
 	snprintf(warning, sizeof(warning), "cannot reach %s: %s",
 	         t->route.ntargets ? t->route.targets[t->route.ntargets - 1].name : "the target", err);
-	ptx_reply(t, 504, NULL, warning);
+	ptx_reply(t, 504, warning);
 	ptx_settle(t);
 }
 
@@ -866,19 +877,7 @@ static void ptx_routed(struct ptx *t, struct rt_decision *d)
 		        "rejected %s call-id=%.*s (%s side): %u %s", sip_method_name(t->req->method),
 		        SPAN(t->req->call_id), t->in_side == CONN_EXTERNAL ? "external" : "internal",
 		        t->route.status, t->route.reason);
-		if (t->route.retry_after) {
-			struct sip_msg *resp = make_response(px, t->req, t->route.status, NULL,
-			                                     t->route.reason);
-			if (resp) {
-				sip_msg_appendf(resp, SIP_HDR_OTHER, "Retry-After", "%u",
-				                t->route.retry_after);
-				px->stats.rejected++;
-				ptx_respond(t, resp);
-				sip_msg_free(resp);
-			}
-		} else {
-			ptx_reply(t, t->route.status, NULL, t->route.reason);
-		}
+		ptx_reply_after(t, t->route.status, t->route.reason, t->route.retry_after);
 		ptx_settle(t);
 		return;
 	}
@@ -887,7 +886,7 @@ static void ptx_routed(struct ptx *t, struct rt_decision *d)
 	scrub_headers(t->fwd, t->in_side, dest.side);
 	if (add_edge_headers(px, t->fwd, &t->route) < 0 ||
 	    prepare_forward(px, t->fwd, &dest, t->branch) < 0) {
-		ptx_reply(t, 500, NULL, "out of memory");
+		ptx_reply(t, 500, "out of memory");
 		ptx_settle(t);
 		return;
 	}
@@ -913,7 +912,7 @@ static void forward(struct ptx *t, struct conn *c)
 	const struct sip_msg *m = t->req;
 	t->fwd = sip_msg_clone(m);
 	if (!t->fwd) {
-		ptx_reply(t, 500, NULL, "out of memory");
+		ptx_reply(t, 500, "out of memory");
 		ptx_settle(t);
 		return;
 	}
@@ -997,7 +996,7 @@ static void handle_request(struct proxy *px, struct conn *c, struct sip_msg *m)
 	sip_txn_branch(m, t->branch);
 
 	if (m->method == SIP_INVITE)
-		ptx_reply(t, 100, NULL, NULL);
+		ptx_reply(t, 100, NULL);
 	if (!answer_invalid(t))
 		forward(t, c);
 }
@@ -1113,7 +1112,7 @@ static void ptx_cli_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	if (timed_out && t->srv == SRV_PROCEEDING) {
 		char warning[300];
 		snprintf(warning, sizeof(warning), "no final response from %s", t->dest_name);
-		ptx_reply(t, 408, NULL, warning);
+		ptx_reply(t, 408, warning);
 	}
 	ptx_settle(t);
 }

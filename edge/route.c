@@ -91,10 +91,14 @@ static int add_target(struct rt_decision *d, const char *name, const struct sock
 {
 	if (d->ntargets >= RT_MAX_TARGETS || len > sizeof(struct sockaddr_storage))
 		return 0;
-	if (!d->targets) {
-		d->targets = calloc(RT_MAX_TARGETS, sizeof(*d->targets));
-		if (!d->targets)
+	/* One target is the common case (a configured server, the next hop):
+	 * room for the others only once a second one comes. */
+	if (d->ntargets <= 1) {
+		size_t cap = d->ntargets == 0 ? 1 : RT_MAX_TARGETS;
+		struct rt_target *grown = realloc(d->targets, cap * sizeof(*grown));
+		if (!grown)
 			return -1;
+		d->targets = grown;
 	}
 	struct rt_target *t = &d->targets[d->ntargets++];
 	snprintf(t->name, sizeof(t->name), "%s", name);
