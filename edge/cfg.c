@@ -564,13 +564,14 @@ static int load_dns(struct loader *ld, const config_setting_t *root)
 	struct cfg_dns *d = &ld->cfg->dns;
 	const config_setting_t *g = setting(root, "dns");
 	static const char *const keys[] = { "server", "port", "timeout_ms", "tries",
-	                                    "cache_record_count", NULL };
+	                                    "cache_record_count", "max_pending_lookups", NULL };
 	unsigned port;
 	if (check_members(ld, g, keys) < 0 ||
 	    get_uint(ld, g, "port", 1, 65535, 53, &port) < 0 ||
 	    get_uint(ld, g, "timeout_ms", 100, 60000, 2000, &d->timeout_ms) < 0 ||
 	    get_uint(ld, g, "tries", 1, 10, 2, &d->tries) < 0 ||
-	    get_uint(ld, g, "cache_record_count", 0, 1000000, 3000, &d->cache_records) < 0)
+	    get_uint(ld, g, "cache_record_count", 0, 1000000, 3000, &d->cache_records) < 0 ||
+	    get_uint(ld, g, "max_pending_lookups", 1, 1000000, 4096, &d->max_pending) < 0)
 		return -1;
 	d->port = (uint16_t)port;
 	if (setting(g, "server")) {

@@ -109,6 +109,7 @@ struct cfg_dns {
 	unsigned timeout_ms;      /* per try */
 	unsigned tries;
 	unsigned cache_records;   /* DnsCacheRecordCount */
+	unsigned max_pending;     /* requests waiting for DNS at once; past it, 503 */
 };
 
 struct cfg_next_hop {

@@ -25,6 +25,7 @@ struct router {
 	const struct conn_limits *internal_lim;
 	const struct conn_limits *external_lim;
 	struct list_node pending;
+	unsigned npending;
 };
 
 /* A decision waiting for DNS. */
@@ -130,16 +131,27 @@ static void to_next_hop(struct router *r, struct rt_decision *d)
 
 /* ---- pending decisions ---- */
 
+/* A pending decision, or NULL with out a rejection (too many, or no memory). */
 static struct rt_pending *pending_new(struct router *r, rt_done_fn done, void *arg,
-                                      const struct rt_decision *d)
+                                      struct rt_decision *out)
 {
-	struct rt_pending *p = calloc(1, sizeof(*p));
-	if (!p)
+	/* Past the bound, a flood of unknown domains gets 503, not our memory. */
+	if (r->npending >= r->cfg->dns.max_pending) {
+		reject(out, 503, "too many DNS lookups in progress");
+		out->retry_after = 1;
+		out->quiet = 1;
 		return NULL;
+	}
+	struct rt_pending *p = calloc(1, sizeof(*p));
+	if (!p) {
+		reject(out, 500, "out of memory");
+		return NULL;
+	}
+	r->npending++;
 	p->r = r;
 	p->done = done;
 	p->arg = arg;
-	p->d = *d;
+	p->d = *out;
 	list_add_tail(&r->pending, &p->link);
 	return p;
 }
@@ -147,6 +159,7 @@ static struct rt_pending *pending_new(struct router *r, rt_done_fn done, void *a
 static void pending_free(struct rt_pending *p)
 {
 	list_del(&p->link);
+	p->r->npending--;
 	if (p->q)
 		dns_cancel(p->q);
 	for (unsigned i = 0; i < p->nnames; i++)
@@ -220,8 +233,11 @@ static void on_out_srv(void *arg, int status, const struct dns_srv_answer *ans)
 	const struct edge_cfg *cfg = p->r->cfg;
 	p->q = NULL;
 	if (status != DNS_OK) {
-		reject(&p->d, status == DNS_ENOTFOUND ? 404 : 504, "no DNS SRV record %s%s: %s",
-		       SRV_PREFIX, p->domain, dns_strerror(status));
+		if (status == DNS_ENOTFOUND)
+			reject(&p->d, 404, "no DNS SRV record %s%s", SRV_PREFIX, p->domain);
+		else
+			reject(&p->d, 504, "DNS SRV lookup of %s%s failed: %s", SRV_PREFIX, p->domain,
+			       dns_strerror(status));
 		pending_finish(p);
 		return;
 	}
@@ -271,10 +287,8 @@ static int route_to_domain(struct router *r, const struct pol_domain *dom, const
 		return 0;
 	}
 	struct rt_pending *p = pending_new(r, done, arg, out);
-	if (!p) {
-		reject(out, 500, "out of memory");
+	if (!p)
 		return 0;
-	}
 	memset(out, 0, sizeof(*out));
 	snprintf(p->domain, sizeof(p->domain), "%s", domain);
 	p->policy = policy;
@@ -506,23 +520,22 @@ static int verify_by_srv(struct router *r, const struct rt_request *req, const c
 		              domain), 0;
 	struct rt_pending *p = pending_new(r, done, arg, out);
 	char qname[300];
-	if (p) {
-		snprintf(p->domain, sizeof(p->domain), "%s", domain);
-		p->verification = dom->verification;
-		p->discovered = dom->discovered;
-		p->marked = marked_verifiable(req->msg);
-		snprintf(p->contact, sizeof(p->contact), "%.*s@%.*s", SPAN(rcpt->user), SPAN(rcpt->host));
-		p->names = calloc(req->npeer_names + 1, sizeof(*p->names));
-		for (unsigned i = 0; p->names && i < req->npeer_names; i++)
-			if ((p->names[p->nnames] = strdup(req->peer_names[i])) != NULL)
-				p->nnames++;
-		snprintf(qname, sizeof(qname), SRV_PREFIX "%s", domain);
-		if (p->names)
-			p->q = dns_resolve_srv(r->dns, qname, on_in_srv, p);
-	}
-	if (!p || !p->q) {
-		if (p)
-			pending_free(p);
+	if (!p)
+		return 0;
+	snprintf(p->domain, sizeof(p->domain), "%s", domain);
+	p->verification = dom->verification;
+	p->discovered = dom->discovered;
+	p->marked = marked_verifiable(req->msg);
+	snprintf(p->contact, sizeof(p->contact), "%.*s@%.*s", SPAN(rcpt->user), SPAN(rcpt->host));
+	p->names = calloc(req->npeer_names + 1, sizeof(*p->names));
+	for (unsigned i = 0; p->names && i < req->npeer_names; i++)
+		if ((p->names[p->nnames] = strdup(req->peer_names[i])) != NULL)
+			p->nnames++;
+	snprintf(qname, sizeof(qname), SRV_PREFIX "%s", domain);
+	if (p->names)
+		p->q = dns_resolve_srv(r->dns, qname, on_in_srv, p);
+	if (!p->q) {
+		pending_free(p);
 		return reject(out, 500, "out of memory"), 0;
 	}
 	memset(out, 0, sizeof(*out));

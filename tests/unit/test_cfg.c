@@ -229,6 +229,7 @@ static void test_defaults_when_absent(void **state)
 	                 cfg->policies[0].public_cloud + cfg->policies[0].outside, 0);
 	assert_int_equal(cfg->dns.port, 53);
 	assert_int_equal(cfg->dns.cache_records, 3000);
+	assert_int_equal(cfg->dns.max_pending, 4096);
 	assert_int_equal(cfg->max_connections, 10000);
 	assert_int_equal(cfg->max_headers, 256);
 	assert_int_equal(cfg->max_line_bytes, 8192);
