@@ -9,9 +9,12 @@ recording SIP server (SipUAS), so tests read exactly what crossed:
                             ProxyFqdn (SRV); blocked.test blocked;
                             mallory's policy denies federation
   fabrikam.test  127.0.0.2  contoso.test allowed without ProxyFqdn; also
-                            serves twoprio.test, moving.test and tlsfail.test
+                            serves twoprio.test, moving.test, tlsfail.test and
+                            blackhole.test
   northwind.test 127.0.0.3  discovery on; serves moving.test too
 """
+import socket
+
 import pytest
 
 from dnslab import Bind
@@ -39,11 +42,18 @@ def fed(tmp_path_factory, pki):
     work = tmp_path_factory.mktemp("federation")
     contoso = Org("contoso.test", "127.0.0.1", pki)
     fabrikam = Org("fabrikam.test", "127.0.0.2", pki,
-                   domains=["twoprio.test", "moving.test", "tlsfail.test"],
-                   extra_names=["sip.twoprio.test", "sip.moving.test", "sip2.tlsfail.test"])
+                   domains=["twoprio.test", "moving.test", "tlsfail.test", "blackhole.test"],
+                   extra_names=["sip.twoprio.test", "sip.moving.test", "sip2.tlsfail.test",
+                                "sip2.blackhole.test"])
     northwind = Org("northwind.test", "127.0.0.3", pki, domains=["moving.test"],
                     extra_names=["sip2.moving.test"])
     dead_port = free_port()              # nothing listens there
+    # A black hole: a listener whose accept queue is full drops every SYN,
+    # so a connect to it hangs until edged's connect timeout.
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(0)
+    filler = socket.create_connection(hole.getsockname())
     zones = {
         "contoso.test": [f"{SRV} 60 IN SRV 0 0 {contoso.external[1]} sip.contoso.test.",
                          "sip 60 IN A 127.0.0.1"],
@@ -63,6 +73,9 @@ def fed(tmp_path_factory, pki):
         "tlsfail.test": [f"{SRV} 60 IN SRV 10 0 {northwind.external[1]} sip.tlsfail.test.",
                          f"{SRV} 60 IN SRV 20 0 {fabrikam.external[1]} sip2.tlsfail.test.",
                          "sip 60 IN A 127.0.0.3", "sip2 60 IN A 127.0.0.2"],
+        "blackhole.test": [f"{SRV} 60 IN SRV 10 0 {hole.getsockname()[1]} sip.blackhole.test.",
+                           f"{SRV} 60 IN SRV 20 0 {fabrikam.external[1]} sip2.blackhole.test.",
+                           "sip 60 IN A 127.0.0.1", "sip2 60 IN A 127.0.0.2"],
         "moving.test": [f"{SRV} 1 IN SRV 0 0 {fabrikam.external[1]} sip.moving.test.",
                         "sip 60 IN A 127.0.0.2", "sip2 60 IN A 127.0.0.3"],
     }
@@ -94,6 +107,8 @@ def fed(tmp_path_factory, pki):
             if o.uas:
                 o.uas.stop()
         dns.stop()
+        filler.close()
+        hole.close()
     assert set(codes.values()) == {0}, codes
 
 
@@ -178,6 +193,15 @@ def test_failover_after_a_failed_handshake(fed):
     assert fabrikam.uas.received("fed-15") and not northwind.uas.received("fed-15")
     log = contoso.edge.log()
     assert "cannot reach sip.tlsfail.test" in log and "trying the next target" in log
+
+
+def test_failover_after_a_connect_timeout(fed):
+    contoso, fabrikam, _, _ = fed
+    r = send(contoso, "fed-17", "bob@blackhole.test")
+    assert r.status == 200, r
+    assert fabrikam.uas.received("fed-17")
+    assert "cannot reach sip.blackhole.test: connect timeout, trying the next target" \
+        in contoso.edge.log()
 
 
 def test_short_ttl_change_moves_the_route(fed):
