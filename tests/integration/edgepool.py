@@ -531,10 +531,11 @@ class SipUAS:
     closed and counted in tls_failures. contact: a Contact header value added
     to every response."""
 
-    def __init__(self, host, port, status=200, *, tls=None, contact=None):
+    def __init__(self, host, port, status=200, *, tls=None, contact=None, headers=()):
         import threading
         self.addr = (host, port)
         self.status = status
+        self.extra_headers = list(headers)    # added to every response
         self.contact = contact
         self.tls_failures = []        # str(error) of each failed TLS handshake
         self._tls = None
@@ -613,6 +614,7 @@ class SipUAS:
                         lines.append(f"to: {value}" + ("" if "tag=" in value else ";tag=uas"))
                 if self.contact is not None:
                     lines.append(f"Contact: {self.contact}")
+                lines += self.extra_headers
                 lines.append("Content-Length: 0")
                 try:
                     conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())

@@ -93,7 +93,8 @@ def fed(tmp_path_factory, pki):
     orgs = (contoso, fabrikam, northwind)
     try:
         for org in orgs:
-            org.uas = SipUAS(*org.next_hop)
+            # The front ends' diagnostics on every answer: they must not reach a partner.
+            org.uas = SipUAS(*org.next_hop, headers=['ms-diagnostics: 2;reason="internal"'])
             text = edge_config(pool_fqdn=org.fqdn, domains=org.domains, ca=pki.ca_file,
                                cert=org.cert, key=org.key, internal=org.internal,
                                next_hop=org.next_hop, external=org.external,
@@ -275,9 +276,12 @@ def test_verifiable_mark_is_read_and_consumed(fed, pki):
 
 
 def test_diagnostics_do_not_leave(fed):
+    """Neither on a request to a partner nor on the answer: fabrikam's front end
+    answers with ms-diagnostics, which fabrikam's edge removes on the way out."""
     contoso, fabrikam, _, _ = fed
     r = send(contoso, "fed-14", "bob@fabrikam.test",
              headers=["ms-diagnostics: 1000;reason=\"internal detail\""])
     assert r.status == 200
+    assert r.header("ms-diagnostics") is None, r
     got = fabrikam.uas.received("fed-14")[0]
     assert got.header("ms-diagnostics") is None
