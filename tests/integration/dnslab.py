@@ -26,6 +26,7 @@ import ctypes
 import ipaddress
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,6 +36,11 @@ from pathlib import Path
 from edgepool import free_port, port_listening, terminate, wait_for
 
 KEY_NAME = "dnslab-update"
+
+
+def _tool(name):
+    """BIND's programs live in /usr/sbin, which a CI runner's PATH may lack."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin") or name
 
 # Lenient checks, the same in named.conf and for named-checkzone.
 _CHECKS_CONF = """\
@@ -191,12 +197,12 @@ controls {{ }};
         self.conf.write_text(self._conf_text())
 
     def _check(self):
-        out = subprocess.run(["named-checkconf", str(self.conf)], capture_output=True, text=True)
+        out = subprocess.run([_tool("named-checkconf"), str(self.conf)], capture_output=True, text=True)
         assert out.returncode == 0, \
             f"named-checkconf {self.conf} failed:\n{out.stdout}{out.stderr}\n{self.conf.read_text()}"
         for zone in self.zones:
             path = self.zone_file(zone)
-            out = subprocess.run(["named-checkzone", *_CHECKS_ARGS, zone, str(path)],
+            out = subprocess.run([_tool("named-checkzone"), *_CHECKS_ARGS, zone, str(path)],
                                  capture_output=True, text=True)
             assert out.returncode == 0, \
                 f"named-checkzone {zone} failed:\n{out.stdout}{out.stderr}\n{path.read_text()}"
@@ -216,7 +222,7 @@ controls {{ }};
         self._log = open(self.log_path, "wb")
         self.returncode = None
         self.proc = subprocess.Popen(
-            ["named", "-g", "-4", "-n", "1", "-c", str(self.conf)], cwd=self.dir,
+            [_tool("named"), "-g", "-4", "-n", "1", "-c", str(self.conf)], cwd=self.dir,
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent)
         self._finalizer = weakref.finalize(self, _stop_process, self.proc, self._log)
@@ -266,7 +272,7 @@ controls {{ }};
     def dig(self, name, rtype, *opts, tcp=False, time=2):
         """Runs dig against this server with extra options (e.g. "+noall",
         "+answer"); returns the CompletedProcess, whatever its exit code."""
-        cmd = ["dig", "-r", f"@{self.host}", "-p", str(self.port), f"+time={time}", "+tries=1",
+        cmd = [_tool("dig"), "-r", f"@{self.host}", "-p", str(self.port), f"+time={time}", "+tries=1",
                *opts, name, rtype]
         if tcp:
             cmd.insert(-2, "+tcp")
@@ -336,7 +342,7 @@ controls {{ }};
         script += [f"update delete {d[0]}" for d in deletes]
         script += [f"update add {a[0]}" for a in adds]
         script += ["send", ""]
-        out = subprocess.run(["nsupdate", "-k", str(self.key_file), "-t", str(timeout)],
+        out = subprocess.run([_tool("nsupdate"), "-k", str(self.key_file), "-t", str(timeout)],
                              input="\n".join(script), capture_output=True, text=True,
                              timeout=timeout + 5)
         assert out.returncode == 0, \
