@@ -9,7 +9,7 @@
 
 #define STATUS_READ_TIMEOUT 2.0
 #define STATUS_MAX_REQUEST 4096
-#define STATUS_MAX_BODY 16384
+#define STATUS_MAX_BODY 65536
 
 struct status_client {
 	ev_io io;
@@ -27,6 +27,7 @@ struct status_server {
 	status_render_fn render;
 	void *ctx;
 	struct status_client *clients; /* requests being read */
+	char body[STATUS_MAX_BODY];    /* the answer being sent: one at a time */
 };
 
 static void client_free(struct status_client *c)
@@ -47,13 +48,13 @@ static void client_free(struct status_client *c)
 /* One blocking-free best effort: the answer fits the socket buffer. */
 static void client_answer(struct status_client *c)
 {
-	static char body[STATUS_MAX_BODY];
+	char *body = c->srv->body;
 	char head[160];
 	const char *status = "404 Not Found";
 	size_t blen = 0;
 	if (strncmp(c->req, "GET /status ", 12) == 0 || strncmp(c->req, "GET /status?", 12) == 0) {
 		status = "200 OK";
-		blen = c->srv->render(c->srv->ctx, body, sizeof(body));
+		blen = c->srv->render(c->srv->ctx, body, STATUS_MAX_BODY);
 	}
 	int hlen = snprintf(head, sizeof(head), "HTTP/1.0 %s\r\nContent-Type: application/json\r\n"
 	                    "Content-Length: %zu\r\nConnection: close\r\n\r\n", status, blen);

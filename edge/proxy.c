@@ -1295,6 +1295,7 @@ size_t proxy_status_json(const struct proxy *px, char *buf, size_t len)
 	proxy_get_stats(px, &st);
 	thr_get_stats(px->thr, ev_now(px->loop), &thr);
 	dns_get_stats(px->dns, &dns);
+	size_t at = 0;
 	int n = snprintf(buf, len,
 	                 "{\"pool_fqdn\": \"%s\", \"connections\": %llu, \"transactions\": %llu, "
 	                 "\"requests_in\": %llu, \"requests_forwarded\": %llu, "
@@ -1303,11 +1304,30 @@ size_t proxy_status_json(const struct proxy *px, char *buf, size_t len)
 	                 "\"discovered_partners\": {\"tracked\": %u, \"blocked\": %u, "
 	                 "\"suspicious\": %u, \"rate_refused\": %llu, \"contacts_refused\": %llu}, "
 	                 "\"dns\": {\"queries\": %llu, \"cache_hits\": %llu, \"failures\": %llu, "
-	                 "\"cached\": %u}}\n",
+	                 "\"cached\": %u}, \"monitored_domains\": {",
 	                 px->cfg->pool_fqdn, st.connections, st.transactions, st.requests_in,
 	                 st.requests_forwarded, st.responses_forwarded, st.rejected, st.malformed,
 	                 st.connection_failures, thr.partners, thr.blocked, thr.suspicious,
 	                 thr.rate_refused, thr.contacts_refused, dns.queries, dns.cache_hits,
 	                 dns.failures, dns.cached);
-	return n < 0 ? 0 : (size_t)n < len ? (size_t)n : len - 1;
+	/* Domain names are checked at load: nothing in them needs escaping. */
+	unsigned nmon;
+	const struct rt_monitor *mon = rt_monitors(px->router, &nmon);
+	const char *sep = "";
+	for (unsigned i = 0; n >= 0 && i < nmon; i++) {
+		at += (size_t)n;
+		if (at >= len || !mon[i].domain) {
+			n = 0;
+			continue;
+		}
+		n = snprintf(buf + at, len - at, "%s\"%s\": {\"in\": %llu, \"out\": %llu}", sep,
+		             mon[i].domain, mon[i].in, mon[i].out);
+		sep = ", ";
+	}
+	if (n >= 0 && (at += (size_t)n) < len)
+		n = snprintf(buf + at, len - at, "}}\n");
+	if (n < 0 || len == 0)
+		return 0;
+	at += (size_t)n;
+	return at < len ? at : len - 1;
 }

@@ -26,6 +26,7 @@ struct router {
 	const struct conn_limits *external_lim;
 	struct list_node pending;
 	unsigned npending;
+	struct rt_monitor *monitors;        /* one per allowed domain; domain NULL: not monitored */
 };
 
 /* A decision waiting for DNS. */
@@ -311,6 +312,24 @@ static int route_to_domain(struct router *r, const struct pol_domain *dom, const
 	return 1;
 }
 
+/* Counts a request to (inbound 0) or from (1) an allowed domain marked for monitoring. */
+static void count_monitored(struct router *r, const struct pol_domain *dom, int inbound)
+{
+	if (!dom->allowed || !dom->allowed->mark_for_monitoring || !r->monitors)
+		return;
+	struct rt_monitor *m = &r->monitors[dom->allowed - r->cfg->allowed];
+	if (inbound)
+		m->in++;
+	else
+		m->out++;
+}
+
+const struct rt_monitor *rt_monitors(const struct router *r, unsigned *n)
+{
+	*n = r->monitors ? r->cfg->nallowed : 0;
+	return r->monitors;
+}
+
 /* A host off the wire as a domain name, without the root's dot; -1 when it is none. */
 static int domain_copy(struct sip_str host, char *out, size_t len)
 {
@@ -397,6 +416,7 @@ static int decide_outbound(struct router *r, const struct rt_request *req, struc
 	} else {
 		pol_classify_domain(cfg, domain.s, domain.len, &dom);
 	}
+	count_monitored(r, &dom, 0);
 
 	const struct cfg_access_policy *policy =
 		pol_user_policy(cfg, from.user.s, from.user.len, from.host.s, from.host.len);
@@ -579,6 +599,7 @@ static int decide_inbound(struct router *r, const struct rt_request *req, struct
 	struct pol_domain dom;
 	pol_classify_peer(cfg, req->peer_names, req->npeer_names, &peer);
 	pol_classify_domain(cfg, from.host.s, from.host.len, &dom);
+	count_monitored(r, &dom, 1);
 	if (dom.kind == POL_DOM_BLOCKED)
 		return reject(out, 403, "sender domain %.*s is blocked", SPAN(from.host)), 0;
 
@@ -674,6 +695,16 @@ struct router *rt_new(struct ev_loop *loop, const struct edge_cfg *cfg, struct t
 	r->internal_lim = internal_lim;
 	r->external_lim = external_lim;
 	list_init(&r->pending);
+	if (cfg->nallowed) {
+		r->monitors = calloc(cfg->nallowed, sizeof(*r->monitors));
+		if (!r->monitors) {
+			free(r);
+			return NULL;
+		}
+		for (unsigned i = 0; i < cfg->nallowed; i++)
+			if (cfg->allowed[i].mark_for_monitoring)
+				r->monitors[i].domain = cfg->allowed[i].domain;
+	}
 	return r;
 }
 
@@ -683,5 +714,6 @@ void rt_free(struct router *r)
 		return;
 	while (!list_empty(&r->pending))
 		pending_free(list_entry(r->pending.next, struct rt_pending, link));
+	free(r->monitors);
 	free(r);
 }

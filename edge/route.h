@@ -105,4 +105,16 @@ int rt_route(struct router *r, const struct rt_request *req, struct rt_decision 
              rt_done_fn done, void *arg, struct rt_pending **pending);
 void rt_cancel(struct rt_pending *p);
 
+/*
+ * Requests naming each allowed domain marked for monitoring (Lync's
+ * MarkForMonitoring): out, to it; in, from it. One entry per allowed
+ * domain, in configuration order; domain NULL for those not monitored.
+ * *n entries; valid while r is.
+ */
+struct rt_monitor {
+	const char *domain;
+	unsigned long long in, out;
+};
+const struct rt_monitor *rt_monitors(const struct router *r, unsigned *n);
+
 #endif

@@ -82,7 +82,8 @@ def fed(tmp_path_factory, pki):
     dns = Bind(work / "dns", zones).start()
     settings = {
         contoso: dict(access_edge={"enable_partner_discovery": True},
-                      sections={"allowed_domains": [{"domain": "fabrikam.test"}],
+                      sections={"allowed_domains": [{"domain": "fabrikam.test",
+                                                     "mark_for_monitoring": True}],
                                 "blocked_domains": [{"domain": "blocked.test",
                                                      "comment": "abuse"}]},
                       policies=[{"identity": "global", "enable_federation_access": True},
@@ -148,6 +149,20 @@ def test_discovered_partner_both_ways(fed):
     r = send(northwind, "fed-3", "alice@contoso.test", sender="carol@northwind.test")
     assert r.status == 200, r
     assert trust_of(contoso, "fed-3")[0].endswith("ms-remote-fqdn=sip.northwind.test")
+
+
+def test_monitored_domain_is_counted(fed):
+    """MarkForMonitoring: requests to and from fabrikam.test are counted in the status."""
+    contoso, fabrikam, _, _ = fed
+    before = contoso.edge.status()["monitored_domains"]["fabrikam.test"]
+    assert send(contoso, "fed-18a", "bob@fabrikam.test").status == 200
+    assert send(contoso, "fed-18b", "bob@fabrikam.test").status == 200
+    r = send(fabrikam, "fed-18c", "alice@contoso.test", sender="bob@fabrikam.test")
+    assert r.status == 200, r
+    after = contoso.edge.status()["monitored_domains"]["fabrikam.test"]
+    assert (after["out"] - before["out"], after["in"] - before["in"]) == (2, 1), (before, after)
+    assert list(contoso.edge.status()["monitored_domains"]) == ["fabrikam.test"]
+    assert fabrikam.edge.status()["monitored_domains"] == {}
 
 
 def test_blocked_domain(fed):
