@@ -85,8 +85,8 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libedge.a
 # libFuzzer targets: clang, ASan + UBSan, and only the code under test
 # (FUZZ_LINK_<target>: its sources; FUZZ_LIBS_<target>: its libraries).
 FUZZ_LINK_fuzz_sip_parse := edge/sip_msg.c
-FUZZ_LINK_fuzz_dns_answer := edge/dns.c common/htab.c
-FUZZ_LIBS_fuzz_dns_answer := -lcares -lev
+FUZZ_LINK_fuzz_dns_answer := edge/dns_msg.c
+FUZZ_LIBS_fuzz_dns_answer := -lcares
 FUZZ_LINK_fuzz_cfg_names := edge/cfg.c edge/domain.c common/log.c $(BUILD)/gen/default_conf.c
 FUZZ_LIBS_fuzz_cfg_names := $(shell $(PKG_CONFIG) --libs libconfig 2>/dev/null)
 .SECONDEXPANSION:

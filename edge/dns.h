@@ -22,9 +22,9 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "dns_msg.h"
+
 #define DNS_CACHE_RECORDS_DEFAULT 3000 /* Lync's DnsCacheRecordCount */
-#define DNS_NAME_MAX 255               /* characters of a name, without the NUL */
-#define DNS_MAX_SRV_TARGETS 32         /* kept of one SRV RRset: those of lowest priority */
 #define DNS_MAX_ADDRS 32               /* of one host: up to 16 IPv6 and 16 IPv4 */
 
 struct dns_options {
@@ -57,10 +57,6 @@ struct dns_resolver *dns_resolver_new(struct ev_loop *loop, const struct dns_opt
  */
 void dns_resolver_free(struct dns_resolver *r);
 
-struct dns_srv_target {
-	const char *name;         /* without the trailing dot */
-	uint16_t port, priority, weight;
-};
 struct dns_srv_answer {
 	unsigned n;
 	const struct dns_srv_target *targets; /* in the order to try (RFC 2782), drawn again per query */
@@ -75,13 +71,6 @@ struct dns_addr_answer {
 	const struct dns_addr *addrs; /* IPv6 first, then IPv4, with the port asked for */
 };
 
-enum dns_status {
-	DNS_OK = 0,
-	DNS_ENOTFOUND = -1,       /* NXDOMAIN or no such records */
-	DNS_ETIMEOUT = -2,        /* no server answered in time */
-	DNS_ESERVFAIL = -3,       /* server failure, refused, malformed answer */
-	DNS_ENOMEM = -4,
-};
 const char *dns_strerror(int status);
 
 /*
@@ -127,42 +116,7 @@ struct dns_stats {
 };
 void dns_get_stats(const struct dns_resolver *r, struct dns_stats *out);
 
-/* ---- for tests and the fuzzer ---- */
-
-/* An SRV RRset as parsed, in answer order. Self-contained: nothing to free. */
-struct dns_srv_rrset {
-	unsigned n;
-	uint32_t ttl;             /* seconds: the smallest of the RRset (and of the CNAMEs to it),
-	                             or, for DNS_ENOTFOUND, how long to remember that */
-	struct dns_srv_rr {
-		uint16_t priority, weight, port;
-		char name[DNS_NAME_MAX + 1];
-	} rr[DNS_MAX_SRV_TARGETS];
-};
-
-/*
- * Parses the answer buf to an SRV query for qname. It takes the answer
- * section's SRV records (class IN) of qname, or of the name that CNAMEs in
- * the answer lead to from qname, matched without regard to case; other
- * records are ignored, as are targets that are not host names. Returns
- * DNS_OK with 1 to DNS_MAX_SRV_TARGETS records in out; DNS_ENOTFOUND for
- * NXDOMAIN, no such records or only the target "." (out->ttl: how long to
- * remember that, from the SOA per RFC 2308 or the "." record, at most 30 s,
- * else 5 s); DNS_ESERVFAIL for an error rcode, a malformed message, or
- * records whose targets are all unusable; DNS_ENOMEM. out is the caller's,
- * overwritten whatever the result.
- */
-int dns_parse_srv_answer(const unsigned char *buf, size_t len, const char *qname,
-                         struct dns_srv_rrset *out);
-
-/*
- * Puts in out the n targets of in (n <= DNS_MAX_SRV_TARGETS) in the order to
- * try them: ascending priority and, within a priority, the weighted random
- * selection of RFC 2782, drawing on the PRNG state *rng. Names are not
- * copied.
- */
-void dns_srv_order(uint64_t *rng, const struct dns_srv_target *in, unsigned n,
-                   struct dns_srv_target *out);
+/* ---- for tests ---- */
 
 /*
  * Caches an answer as if it had just come from the network, to test the
