@@ -2,11 +2,12 @@
  * dns: asynchronous DNS on the event loop, for federation partner discovery:
  * SRV _sipfederationtls._tcp.<domain>, then AAAA and A of the targets.
  *
- * c-ares does the wire work (UDP, TCP when an answer is truncated) and libev
- * drives it, so nothing here blocks the loop. This module adds a cache
- * bounded by a record count (as Lync's DnsCacheRecordCount) and emptied
- * least recently used first, the RFC 2782 order of SRV targets, and one
- * network lookup shared by identical queries. Names are absolute: no search
+ * c-ares does the transport (UDP, TCP when an answer is truncated) and
+ * libev drives it, so nothing here blocks the loop; SRV answers are parsed
+ * and ordered by dns_msg.h. This module adds a cache bounded by a record
+ * count (as Lync's DnsCacheRecordCount) and emptied least recently used
+ * first, a fresh RFC 2782 order for each query, and one network lookup
+ * shared by identical queries. Names are absolute: no search
  * domains, no ndots; a trailing dot is allowed and ignored.
  *
  * Every callback comes from the event loop, never from inside the call that
