@@ -10,6 +10,11 @@ repo=$(cd "$here/../.." && pwd)
 export EDGED="${EDGED:-$repo/build/edged}"
 out=${BENCH_OUT:-$(mktemp -d "${TMPDIR:-/tmp}/edgepool-bench-XXXXXX")}
 mkdir -p "$out"
+# One copy of edged for every benchmark: a rebuild during the run must not
+# split it between two binaries.
+cp "$EDGED" "$out/edged"
+chmod a-w "$out/edged"
+export EDGED="$out/edged"
 
 child=
 # shellcheck disable=SC2317 # called by the trap
