@@ -29,6 +29,12 @@ enum conn_state {
  */
 #define DRAIN_SECONDS 2.0
 
+/*
+ * How long a destination whose connection failed before it came up (refused,
+ * timed out, handshake failed) is tried only after the others.
+ */
+#define DEST_DOWN_SECONDS 30.0
+
 /* How long a keep-alive ping may wait for its pong (at most the interval itself). */
 #define PONG_WAIT_SECONDS 10.0
 
@@ -76,6 +82,7 @@ struct pool {
 	unsigned nconns;
 	char *key;                    /* "tls:name:addr" */
 	char *name;
+	ev_tstamp down_until;         /* a connection failed before it came up */
 };
 
 struct listener {
@@ -272,6 +279,8 @@ static void conn_close_as(struct conn *c, int failed, const char *why)
 	if (c->state == CONN_CLOSING)
 		return;
 	struct conn_mgr *mgr = c->mgr;
+	if (failed && c->pool && c->state == CONN_CONNECTING)
+		c->pool->down_until = ev_now(mgr->loop) + DEST_DOWN_SECONDS;
 	c->state = CONN_CLOSING;
 	ev_io_stop(mgr->loop, &c->io);
 	ev_timer_stop(mgr->loop, &c->timer);
@@ -726,7 +735,8 @@ static int pool_eq(const struct htab_node *n, const void *key)
 	return strcmp(((const struct pool *)(const void *)n)->key, key) == 0;
 }
 
-static struct pool *pool_get(struct conn_mgr *mgr, const struct conn_dest *d)
+/* The pool key of d in key; returns its hash. */
+static uint64_t pool_key(const struct conn_dest *d, char *key, size_t len)
 {
 	char ip[INET6_ADDRSTRLEN];
 	uint16_t port;
@@ -734,9 +744,22 @@ static struct pool *pool_get(struct conn_mgr *mgr, const struct conn_dest *d)
 	memset(&ss, 0, sizeof(ss));
 	memcpy(&ss, d->addr, d->addrlen);
 	addr_to_str(&ss, ip, sizeof(ip), &port);
+	snprintf(key, len, "%s:%s:%s:%u", d->tls ? "tls" : "tcp", d->name, ip, port);
+	return htab_hash(HTAB_SEED, key, strlen(key));
+}
+
+int conn_dest_down(struct conn_mgr *mgr, const struct conn_dest *d)
+{
 	char key[512];
-	snprintf(key, sizeof(key), "%s:%s:%s:%u", d->tls ? "tls" : "tcp", d->name, ip, port);
-	uint64_t h = htab_hash(HTAB_SEED, key, strlen(key));
+	uint64_t h = pool_key(d, key, sizeof(key));
+	const struct pool *p = (const struct pool *)(const void *)htab_find(&mgr->pools, h, pool_eq, key);
+	return p && p->down_until > ev_now(mgr->loop);
+}
+
+static struct pool *pool_get(struct conn_mgr *mgr, const struct conn_dest *d)
+{
+	char key[512];
+	uint64_t h = pool_key(d, key, sizeof(key));
 	struct htab_node *n = htab_find(&mgr->pools, h, pool_eq, key);
 	if (n)
 		return (struct pool *)(void *)n;

@@ -100,6 +100,13 @@ struct conn_dest {
 struct conn *conn_pool_get(struct conn_mgr *mgr, const struct conn_dest *dest,
                            char *err, size_t errlen);
 
+/*
+ * Whether a connection to dest failed before it came up (refused, timed
+ * out, handshake failed) in the last 30 s: callers with other destinations
+ * try those first.
+ */
+int conn_dest_down(struct conn_mgr *mgr, const struct conn_dest *dest);
+
 /* Queues bytes. Returns 0, or -1 when the connection is closing. */
 int conn_send(struct conn *c, const char *data, size_t len);
 int conn_send_msg(struct conn *c, const struct sip_msg *m);

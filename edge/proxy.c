@@ -866,6 +866,31 @@ static void ptx_send(struct ptx *t, const char *last_error)
 	ptx_settle(t);
 }
 
+/*
+ * Targets whose last connection failed before it came up go after the
+ * others, in their order: a black-holed first SRV target costs one
+ * connect timeout, not one per request.
+ */
+static void put_down_targets_last(struct proxy *px, struct rt_decision *d)
+{
+	struct rt_target up[RT_MAX_TARGETS], down[RT_MAX_TARGETS];
+	unsigned nup = 0, ndown = 0;
+	if (d->ntargets < 2 || d->ntargets > RT_MAX_TARGETS)
+		return;
+	for (unsigned i = 0; i < d->ntargets; i++) {
+		struct conn_dest dest;
+		rt_decision_dest(d, i, &dest);
+		if (conn_dest_down(px->conns, &dest))
+			down[ndown++] = d->targets[i];
+		else
+			up[nup++] = d->targets[i];
+	}
+	if (ndown == 0 || nup == 0)
+		return;
+	memcpy(d->targets, up, nup * sizeof(*up));
+	memcpy(d->targets + nup, down, ndown * sizeof(*down));
+}
+
 /* Continues forward() once the router has decided; takes over d. */
 static void ptx_routed(struct ptx *t, struct rt_decision *d)
 {
@@ -882,6 +907,7 @@ static void ptx_routed(struct ptx *t, struct rt_decision *d)
 		return;
 	}
 	struct conn_dest dest;
+	put_down_targets_last(px, &t->route);
 	rt_decision_dest(&t->route, 0, &dest);
 	scrub_headers(t->fwd, t->in_side, dest.side);
 	if (add_edge_headers(px, t->fwd, &t->route) < 0 ||

@@ -12,8 +12,6 @@
 #include "pol.h"
 #include "thr.h"
 
-/* Failover candidates kept per request: SRV targets times their addresses. */
-#define RT_MAX_TARGETS 8
 #define SRV_PREFIX "_sipfederationtls._tcp."
 
 struct router {

@@ -41,6 +41,9 @@ enum rt_action {
 	RT_REJECT,
 };
 
+/* Failover candidates kept per request: SRV targets times their addresses. */
+#define RT_MAX_TARGETS 8
+
 /* One place to try, in order; failover goes to the next on connect or TLS failure. */
 struct rt_target {
 	char name[256];                     /* the name the certificate must carry */

@@ -218,6 +218,12 @@ def test_failover_after_a_connect_timeout(fed):
     assert fabrikam.uas.received("fed-17")
     assert "cannot reach sip.blackhole.test: connect timeout, trying the next target" \
         in contoso.edge.log()
+    # The next request goes to the live target first: one timeout, not one per request.
+    r = send(contoso, "fed-19", "bob@blackhole.test")
+    assert r.status == 200, r
+    log = [line for line in contoso.edge.log().splitlines() if "call-id=fed-19" in line]
+    assert any("to sip2.blackhole.test" in line for line in log), log
+    assert not any("sip.blackhole.test" in line for line in log), log
 
 
 def test_short_ttl_change_moves_the_route(fed):
