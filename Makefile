@@ -118,8 +118,9 @@ FUZZ_LINK_fuzz_dns_answer := edge/dns_msg.c
 FUZZ_LIBS_fuzz_dns_answer := -lcares
 FUZZ_LINK_fuzz_clu_packet := cluster/clu_msg.c cluster/clu_crypt.c $(BUILD)/gen/proto/cluster.pb-c.c
 FUZZ_LIBS_fuzz_clu_packet := $(shell $(PKG_CONFIG) --libs libprotobuf-c libcrypto 2>/dev/null)
-FUZZ_LINK_fuzz_cfg_names := edge/cfg.c edge/domain.c common/log.c $(BUILD)/gen/default_conf.c
-FUZZ_LIBS_fuzz_cfg_names := $(shell $(PKG_CONFIG) --libs libconfig 2>/dev/null)
+FUZZ_LINK_fuzz_cfg_names := edge/cfg.c edge/domain.c common/log.c cluster/clu_crypt.c \
+	cluster/clu_msg.c $(BUILD)/gen/default_conf.c $(BUILD)/gen/proto/cluster.pb-c.c
+FUZZ_LIBS_fuzz_cfg_names := $(shell $(PKG_CONFIG) --libs libconfig libcrypto libprotobuf-c 2>/dev/null)
 .SECONDEXPANSION:
 build-fuzz/%: tests/fuzz/%.c $$(FUZZ_LINK_$$*)
 	@mkdir -p $(dir $@)

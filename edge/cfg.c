@@ -10,6 +10,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "clu_crypt.h"
+#include "clu_msg.h"
 #include "domain.h"
 
 /* What a failed check reports: the line of the setting that is wrong. */
@@ -559,6 +561,91 @@ static int load_access_edge(struct loader *ld, const config_setting_t *root)
 	return 0;
 }
 
+/* "host:port" or "[v6]:port", numeric. */
+static int parse_hostport(const char *s, struct cfg_addr *out)
+{
+	char host[64];
+	const char *colon = strrchr(s, ':');
+	if (!colon || colon == s)
+		return -1;
+	size_t hlen = (size_t)(colon - s);
+	if (s[0] == '[') {
+		if (hlen < 3 || s[hlen - 1] != ']')
+			return -1;
+		s++;
+		hlen -= 2;
+	}
+	if (hlen >= sizeof(host))
+		return -1;
+	memcpy(host, s, hlen);
+	host[hlen] = '\0';
+	char *end;
+	long port = strtol(colon + 1, &end, 10);
+	if (*end || port < 1 || port > 65535)
+		return -1;
+	return parse_numeric(host, (uint16_t)port, out);
+}
+
+static int load_cluster(struct loader *ld, const config_setting_t *root)
+{
+	const config_setting_t *g = setting(root, "cluster");
+	static const char *const keys[] = { "name", "address", "port", "keys", "join",
+	                                    "probe_interval_ms", "probe_timeout_ms",
+	                                    "gossip_interval_ms", "pushpull_interval_s",
+	                                    "suspicion_mult", "indirect_checks", "retransmit_mult",
+	                                    NULL };
+	if (!g)
+		return 0;
+	if (check_members(ld, g, keys) < 0)
+		return -1;
+	struct cfg_cluster *c = calloc(1, sizeof(*c));
+	if (!c)
+		return fail(ld, g, "out of memory");
+	ld->cfg->cluster = c;
+	const char *address, **keytexts, **joins;
+	unsigned port, nkeys, njoin;
+	if (get_string(ld, g, "name", NULL, &c->name) < 0 ||
+	    get_string(ld, g, "address", NULL, &address) < 0 ||
+	    get_uint(ld, g, "port", 1, 65535, 7946, &port) < 0)
+		return -1;
+	if (!clu_name_valid(c->name))
+		return fail(ld, setting(g, "name"), "'%s' is not a node name (letters, digits, '.', "
+		            "'-', '_')", c->name);
+	if (parse_numeric(address, (uint16_t)port, &c->addr) < 0)
+		return fail(ld, setting(g, "address"), "'%s' is not a numeric IPv4 or IPv6 address",
+		            address);
+	int rc = get_strings(ld, g, "keys", 1, &keytexts, &nkeys);
+	if (rc == 0 && nkeys > CLU_MAX_KEYS)
+		rc = fail(ld, setting(g, "keys"), "at most %d keys", CLU_MAX_KEYS);
+	if (rc == 0 && !(c->keys = calloc(nkeys, sizeof(*c->keys))))
+		rc = fail(ld, g, "out of memory");
+	for (unsigned i = 0; rc == 0 && i < nkeys; i++, c->nkeys++)
+		if (clu_key_parse(keytexts[i], c->keys[i]) < 0)
+			rc = fail(ld, setting(g, "keys"), "key %u is not 32 bytes in base64 "
+			          "(openssl rand -base64 32)", i + 1);
+	free(keytexts);
+	if (rc < 0)
+		return -1;
+	if (get_strings(ld, g, "join", 0, &joins, &njoin) < 0)
+		return -1;
+	if (njoin && !(c->join = calloc(njoin, sizeof(*c->join))))
+		rc = fail(ld, g, "out of memory");
+	for (unsigned i = 0; rc == 0 && i < njoin; i++, c->njoin++)
+		if (parse_hostport(joins[i], &c->join[i]) < 0)
+			rc = fail(ld, setting(g, "join"), "'%s' is not a numeric address:port", joins[i]);
+	free(joins);
+	if (rc < 0)
+		return -1;
+	return get_uint(ld, g, "probe_interval_ms", 50, 60000, 1000, &c->probe_interval_ms) < 0 ||
+	       get_uint(ld, g, "probe_timeout_ms", 10, 60000, 500, &c->probe_timeout_ms) < 0 ||
+	       get_uint(ld, g, "gossip_interval_ms", 10, 60000, 200, &c->gossip_interval_ms) < 0 ||
+	       get_uint(ld, g, "pushpull_interval_s", 1, 86400, 30, &c->pushpull_interval_s) < 0 ||
+	       get_uint(ld, g, "suspicion_mult", 1, 100, 4, &c->suspicion_mult) < 0 ||
+	       get_uint(ld, g, "indirect_checks", 0, 8, 3, &c->indirect_checks) < 0 ||
+	       get_uint(ld, g, "retransmit_mult", 1, 100, 4, &c->retransmit_mult) < 0
+	       ? -1 : 0;
+}
+
 static int load_dns(struct loader *ld, const config_setting_t *root)
 {
 	struct cfg_dns *d = &ld->cfg->dns;
@@ -597,8 +684,8 @@ static int load(struct loader *ld)
 	static const char *const known[] = { "node", "log", "tls", "internal", "external",
 	                                     "access_edge", "allowed_domains", "blocked_domains",
 	                                     "hosting_providers", "public_providers",
-	                                     "external_access_policies", "dns", "limits",
-	                                     "status" };
+	                                     "external_access_policies", "dns", "cluster",
+	                                     "limits", "status" };
 
 	/* A misspelt section would otherwise be ignored silently. */
 	for (int i = 0; i < config_setting_length(root); i++) {
@@ -686,7 +773,7 @@ static int load(struct loader *ld)
 
 	if (load_access_edge(ld, root) < 0 || load_allowed(ld, root) < 0 ||
 	    load_blocked(ld, root) < 0 || load_providers(ld, root) < 0 ||
-	    load_policies(ld, root) < 0 || load_dns(ld, root) < 0)
+	    load_policies(ld, root) < 0 || load_dns(ld, root) < 0 || load_cluster(ld, root) < 0)
 		return -1;
 
 	const config_setting_t *status = setting(root, "status");
@@ -793,6 +880,13 @@ void cfg_free(struct edge_cfg *cfg)
 	for (unsigned i = 0; cfg->policies && i < cfg->npolicies; i++)
 		free(cfg->policies[i].users);
 	free(cfg->policies);
+	if (cfg->cluster) {
+		if (cfg->cluster->keys)
+			explicit_bzero(cfg->cluster->keys, cfg->cluster->nkeys * sizeof(*cfg->cluster->keys));
+		free(cfg->cluster->keys);
+		free(cfg->cluster->join);
+		free(cfg->cluster);
+	}
 	free(cfg->internal_listen);
 	free(cfg->external_listen);
 	free(cfg->sip_domains);

@@ -101,6 +101,18 @@ struct cfg_access_edge {
 	enum cfg_verification discovered_verification; /* DiscoveredPartnerVerificationLevel */
 };
 
+/* The pool's gossip cluster (cluster/clu_node.h). */
+struct cfg_cluster {
+	const char *name;         /* this node's, unique in the pool */
+	struct cfg_addr addr;     /* UDP and TCP, numeric */
+	uint8_t (*keys)[32];      /* keys[0] seals, all open (owned) */
+	unsigned nkeys;
+	struct cfg_addr *join;    /* seeds (owned) */
+	unsigned njoin;
+	unsigned probe_interval_ms, probe_timeout_ms, gossip_interval_ms, pushpull_interval_s;
+	unsigned suspicion_mult, indirect_checks, retransmit_mult;
+};
+
 /* The resolver of partner discovery (c-ares). */
 struct cfg_dns {
 	const char *server;       /* numeric address; NULL: the system's resolvers */
@@ -153,6 +165,8 @@ struct edge_cfg {
 	struct cfg_access_policy *policies; /* [0] is the global policy */
 	unsigned npolicies;
 	struct cfg_dns dns;
+
+	struct cfg_cluster *cluster; /* the `cluster` section, or NULL: a pool of one */
 
 	int status_enabled;       /* the `status` section is present */
 	struct cfg_listen status; /* HTTP JSON status endpoint */

@@ -10,9 +10,11 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "cfg.h"
+#include "clu_node.h"
 #include "log.h"
 #include "proxy.h"
 #include "status.h"
@@ -29,6 +31,50 @@ static void usage(FILE *out)
 static size_t render_status(void *ctx, char *buf, size_t len)
 {
 	return proxy_status_json(ctx, buf, len);
+}
+
+static void on_member_change(void *arg, const struct clu_member *m, enum clu_state old)
+{
+	if (m->state == old)
+		log_notice("cluster: %s joined (incarnation %llu)", m->name,
+		           (unsigned long long)m->incarnation);
+	else
+		log_notice("cluster: %s is %s (was %s, incarnation %llu)", m->name,
+		           clu_state_name(m->state), clu_state_name(old),
+		           (unsigned long long)m->incarnation);
+}
+
+/* Joins the pool's gossip cluster as the configuration says; NULL with err on failure. */
+static struct clu_node *join_cluster(struct ev_loop *loop, const struct cfg_cluster *c,
+                                     char *err, size_t errlen)
+{
+	struct clu_config cc;
+	struct sockaddr_storage *seeds = calloc(c->njoin ? c->njoin : 1, sizeof(*seeds));
+	if (!seeds) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	clu_config_lan(&cc);
+	cc.name = c->name;
+	memcpy(&cc.bind, &c->addr.sa, c->addr.salen);
+	cc.bindlen = c->addr.salen;
+	cc.keys = (const uint8_t (*)[CLU_KEY_LEN])c->keys;
+	cc.nkeys = c->nkeys;
+	for (unsigned i = 0; i < c->njoin; i++)
+		memcpy(&seeds[i], &c->join[i].sa, c->join[i].salen);
+	cc.seeds = seeds;
+	cc.nseeds = c->njoin;
+	cc.timing.probe_interval = c->probe_interval_ms / 1000.0;
+	cc.timing.probe_timeout = c->probe_timeout_ms / 1000.0;
+	cc.timing.suspicion_mult = c->suspicion_mult;
+	cc.timing.indirect_checks = c->indirect_checks;
+	cc.timing.retransmit_mult = c->retransmit_mult;
+	cc.gossip_interval = c->gossip_interval_ms / 1000.0;
+	cc.pushpull_interval = c->pushpull_interval_s;
+	cc.on_change = on_member_change;
+	struct clu_node *node = clu_node_new(loop, &cc, err, errlen);
+	free(seeds);
+	return node;
 }
 
 static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
@@ -93,12 +139,26 @@ int main(int argc, char **argv)
 		cfg_free(cfg);
 		return 1;
 	}
+	struct clu_node *cluster = NULL;
+	if (cfg->cluster) {
+		cluster = join_cluster(loop, cfg->cluster, err, sizeof(err));
+		if (!cluster) {
+			log_err("cannot start: %s", err);
+			proxy_free(px);
+			cfg_free(cfg);
+			return 1;
+		}
+		proxy_set_cluster(px, cluster);
+		log_info("cluster member %s, joining through %u seed(s)", cfg->cluster->name,
+		         cfg->cluster->njoin);
+	}
 	struct status_server *status = NULL;
 	if (cfg->status_enabled) {
 		status = status_listen(loop, (const struct sockaddr *)&cfg->status.addr.sa,
 		                       cfg->status.addr.salen, render_status, px, err, sizeof(err));
 		if (!status) {
 			log_err("cannot start: %s", err);
+			clu_node_leave_and_free(cluster);
 			proxy_free(px);
 			cfg_free(cfg);
 			return 1;
@@ -117,6 +177,8 @@ int main(int argc, char **argv)
 	ev_signal_stop(loop, &sigterm);
 	ev_signal_stop(loop, &sigint);
 	status_close(status);
+	proxy_set_cluster(px, NULL);
+	clu_node_leave_and_free(cluster);
 	proxy_free(px);
 	cfg_free(cfg);
 	ev_loop_destroy(loop);

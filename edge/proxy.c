@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "clu_node.h"
 #include "conn.h"
 #include "dns.h"
 #include "htab.h"
@@ -55,6 +56,7 @@ struct proxy {
 	struct thr_table *thr;       /* discovered partners' limits */
 	struct router *router;
 	struct list_node stateless;  /* stateless forwards waiting for a route */
+	struct clu_node *cluster;    /* not owned; NULL: a pool of one */
 	struct sip_txn_table server_txns;
 	struct sip_txn_table client_txns;
 	struct proxy_stats stats;
@@ -1313,6 +1315,11 @@ void proxy_get_stats(const struct proxy *px, struct proxy_stats *out)
 	out->connections = px->conns ? conn_mgr_count(px->conns) : 0;
 }
 
+void proxy_set_cluster(struct proxy *px, struct clu_node *node)
+{
+	px->cluster = node;
+}
+
 size_t proxy_status_json(const struct proxy *px, char *buf, size_t len)
 {
 	struct proxy_stats st;
@@ -1351,7 +1358,11 @@ size_t proxy_status_json(const struct proxy *px, char *buf, size_t len)
 		sep = ", ";
 	}
 	if (n >= 0 && (at += (size_t)n) < len)
-		n = snprintf(buf + at, len - at, "}}\n");
+		n = snprintf(buf + at, len - at, "}, \"cluster\": %s", px->cluster ? "" : "null");
+	if (n >= 0 && (at += (size_t)n) < len && px->cluster)
+		n = (int)clu_node_status_json(px->cluster, buf + at, len - at);
+	if (n >= 0 && (at += (size_t)n) < len)
+		n = snprintf(buf + at, len - at, "}\n");
 	if (n < 0 || len == 0)
 		return 0;
 	at += (size_t)n;

@@ -45,6 +45,10 @@ struct proxy *proxy_new(struct ev_loop *loop, const struct edge_cfg *cfg, char *
 void proxy_free(struct proxy *px);
 void proxy_get_stats(const struct proxy *px, struct proxy_stats *out);
 
+struct clu_node;
+/* The pool's cluster node, shown in the status (not owned; NULL: none). */
+void proxy_set_cluster(struct proxy *px, struct clu_node *node);
+
 /* Writes the proxy's state as one JSON object; returns its length. */
 size_t proxy_status_json(const struct proxy *px, char *buf, size_t len);
 

@@ -1,0 +1,71 @@
+/*
+ * clu_node: one member of the gossip cluster on a libev loop. It drives
+ * clu_member (the membership rules) with a UDP socket for failure detection
+ * and gossip, and TCP on the same port for push-pull anti-entropy: a node
+ * joins by exchanging member lists with a seed, and every member does the
+ * same with a random other now and then, so that partitions heal.
+ *
+ * Every datagram and stream frame is sealed under the cluster keyring
+ * (clu_crypt.h) and checked when it arrives (clu_msg.h); what fails to open,
+ * decode or check is dropped and counted.
+ *
+ * A probe round (SWIM): ping one member; if no ack within the probe timeout,
+ * ask indirect_checks others to ping it (and to nack if it stays silent);
+ * without an ack by the end of the interval, the member is suspect.
+ */
+#ifndef CLUSTER_CLU_NODE_H
+#define CLUSTER_CLU_NODE_H
+
+#include <ev.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "clu_crypt.h"
+#include "clu_member.h"
+
+struct clu_config {
+	const char *name;                 /* unique in the cluster */
+	struct sockaddr_storage bind;     /* UDP and TCP */
+	socklen_t bindlen;
+	struct clu_timing timing;
+	double gossip_interval;           /* seconds between gossip rounds (LAN: 0.2) */
+	unsigned gossip_nodes;            /* members each round gossips to (LAN: 3) */
+	double pushpull_interval;         /* seconds between anti-entropy exchanges (LAN: 30) */
+	double stream_timeout;            /* a push-pull exchange must end within it (10) */
+	size_t packet_max;                /* sealed UDP payload (1400, safe under any MTU) */
+	const uint8_t (*keys)[CLU_KEY_LEN]; /* keys[0] seals; all open */
+	unsigned nkeys;
+	const struct sockaddr_storage *seeds; /* members to join through; may be empty */
+	unsigned nseeds;
+	clu_change_fn on_change;          /* every change of a member's state, or NULL */
+	void *change_arg;
+};
+
+/* The LAN defaults for everything but name, bind, keys and seeds. */
+void clu_config_lan(struct clu_config *c);
+
+struct clu_node_stats {
+	unsigned long long packets_in, packets_out, bytes_in, bytes_out;
+	unsigned long long dropped;       /* failed to open, decode or check */
+	unsigned long long streams_in, streams_out, stream_failures;
+};
+
+struct clu_node;
+
+/*
+ * Starts the node: binds, and joins through the seeds. The node keeps no
+ * pointer into cfg. Returns NULL with err set on failure.
+ */
+struct clu_node *clu_node_new(struct ev_loop *loop, const struct clu_config *cfg, char *err,
+                              size_t errlen);
+/* Leaves: tells a few members we go, then stops; frees the node. NULL is fine. */
+void clu_node_leave_and_free(struct clu_node *n);
+
+const struct clu_members *clu_node_members(const struct clu_node *n);
+void clu_node_get_stats(const struct clu_node *n, struct clu_node_stats *out);
+
+/* The node as one JSON object: itself, its members, its counters. Returns the length. */
+size_t clu_node_status_json(const struct clu_node *n, char *buf, size_t len);
+
+#endif

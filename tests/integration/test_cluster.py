@@ -1,0 +1,146 @@
+"""The pool's gossip cluster, with real edged processes on loopback: three
+nodes join through one seed, a kill -9 is detected and the node comes back,
+a graceful leave is seen as such, and garbage, foreign keys and oversized
+packets on the gossip port are dropped without harm.
+
+Timings are shortened (probe every 200 ms) so that the tests are quick; the
+assertions poll the JSON status with deadlines.
+"""
+import base64
+import os
+import signal
+import socket
+
+import pytest
+
+from conftest import make_org
+from edgepool import Edge, edge_config, free_port, wait_for
+
+KEY = base64.b64encode(bytes(range(32))).decode()
+OTHER_KEY = base64.b64encode(bytes(range(1, 33))).decode()
+
+
+def udp_free_port(host="127.0.0.1"):
+    while True:
+        port = free_port(host)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind((host, port))
+                return port
+            except OSError:
+                continue
+
+
+class Pool:
+    def __init__(self, work, pki):
+        self.work, self.pki = work, pki
+        self.nodes = {}
+        self.cluster_port = {}
+
+    def config(self, name, seeds=(), key=KEY):
+        org = make_org("contoso.test", "127.0.0.1", self.pki)
+        port = self.cluster_port.setdefault(name, udp_free_port())
+        cluster = {"name": name, "address": "127.0.0.1", "port": port, "keys": [key],
+                   "join": [f"127.0.0.1:{self.cluster_port[s]}" for s in seeds],
+                   "probe_interval_ms": 200, "probe_timeout_ms": 100,
+                   "gossip_interval_ms": 50, "pushpull_interval_s": 2}
+        text = edge_config(pool_fqdn=org.fqdn, domains=[org.domain], ca=self.pki.ca_file,
+                           cert=org.cert, key=org.key, internal=org.internal,
+                           next_hop=org.peer, external=org.external,
+                           status_port=org.status_port, sections={"cluster": cluster})
+        return Edge(self.work, name, text, [org.internal, org.external])
+
+    def start(self, name, seeds=(), key=KEY):
+        self.nodes[name] = self.config(name, seeds, key).start()
+        return self.nodes[name]
+
+    def view(self, name):
+        """{member: state} as node `name` sees the cluster."""
+        status = self.nodes[name].status()["cluster"]
+        return {m["name"]: m["state"] for m in status["members"]}
+
+    def stop_all(self):
+        codes = {}
+        for name, edge in self.nodes.items():
+            if edge.running():
+                codes[name] = edge.stop()
+        return codes
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory, pki):
+    p = Pool(tmp_path_factory.mktemp("cluster"), pki)
+    try:
+        p.start("edge-1")
+        p.start("edge-2", seeds=["edge-1"])
+        p.start("edge-3", seeds=["edge-1"])
+        yield p
+    finally:
+        codes = p.stop_all()
+    assert set(codes.values()) <= {0}, codes
+
+
+def everyone_sees(pool, expected, among=None):
+    names = among or [n for n, e in pool.nodes.items() if e.running()]
+    return all(pool.view(n) == expected for n in names)
+
+
+def test_nodes_join_through_a_seed(pool):
+    alive = {f"edge-{i}": "alive" for i in (1, 2, 3)}
+    wait_for(lambda: everyone_sees(pool, alive), 10, "three nodes to see each other alive")
+    status = pool.nodes["edge-2"].status()["cluster"]
+    assert status["alive"] == 3 and status["dropped"] == 0, status
+
+
+def test_kill_9_is_detected_and_the_node_comes_back(pool):
+    victim = pool.nodes["edge-3"]
+    before = next(m for m in pool.nodes["edge-1"].status()["cluster"]["members"]
+                  if m["name"] == "edge-3")["incarnation"]
+    os.kill(victim.proc.pid, signal.SIGKILL)
+    victim.proc.wait()
+    victim.proc = None
+    wait_for(lambda: all(pool.view(n).get("edge-3") == "dead" for n in ("edge-1", "edge-2")),
+             15, "edge-3 to be declared dead")
+    # It restarts at incarnation 1, learns it was declared dead, and refutes.
+    pool.start("edge-3", seeds=["edge-1"])
+    alive = {f"edge-{i}": "alive" for i in (1, 2, 3)}
+    wait_for(lambda: everyone_sees(pool, alive), 15, "edge-3 to be alive again everywhere")
+    after = next(m for m in pool.nodes["edge-1"].status()["cluster"]["members"]
+                 if m["name"] == "edge-3")["incarnation"]
+    assert after > before
+
+
+def test_garbage_on_the_gossip_port_is_dropped(pool):
+    port = pool.cluster_port["edge-1"]
+    dropped = pool.nodes["edge-1"].status()["cluster"]["dropped"]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for payload in (b"", b"\x00", b"\x01" * 40, os.urandom(1400), b"\x01" + os.urandom(60000)):
+            s.sendto(payload, ("127.0.0.1", port))
+    # And on the push-pull port: garbage, then a stream that stops halfway.
+    for junk in (b"\xff" * 64, b"\x00\x00\x00\x40" + b"x" * 10):
+        with socket.create_connection(("127.0.0.1", port)) as c:
+            c.sendall(junk)
+    wait_for(lambda: pool.nodes["edge-1"].status()["cluster"]["dropped"] >= dropped + 5, 5,
+             "the datagrams to be dropped")
+    assert pool.nodes["edge-1"].running()
+    alive = {f"edge-{i}": "alive" for i in (1, 2, 3)}
+    assert everyone_sees(pool, alive)
+
+
+def test_a_node_with_another_key_cannot_join(pool):
+    stranger = pool.start("edge-9", seeds=["edge-1"], key=OTHER_KEY)
+    try:
+        wait_for(lambda: stranger.status()["cluster"]["stream_failures"] >= 2, 10,
+                 "the stranger's joins to fail")
+        assert pool.view("edge-9") == {"edge-9": "alive"}
+        assert "edge-9" not in pool.view("edge-1")
+    finally:
+        assert stranger.stop() == 0
+        del pool.nodes["edge-9"]
+
+
+def test_graceful_leave(pool):
+    leaver = pool.nodes["edge-2"]
+    assert leaver.stop() == 0
+    wait_for(lambda: all(pool.view(n).get("edge-2") == "left" for n in ("edge-1", "edge-3")),
+             10, "edge-2 to be seen as left")
