@@ -135,6 +135,10 @@ def full_config(pki):
              "enable_federation_access": False},
         ],
         "dns": {"server": "127.0.0.1", "port": 5353, "cache_record_count": 100},
+        "cluster": {"name": "edge-1", "address": "127.0.0.1", "port": 7946,
+                    "keys": ["AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+                             "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="],
+                    "join": ["127.0.0.2:7946", "[::1]:7946"], "probe_interval_ms": 500},
         "status": {"address": "127.0.0.1", "port": 9199},
         "limits": {"max_connections": 100, "connect_timeout_ms": 2000, "max_keep_alive_interval_s": 60},
     }
@@ -173,12 +177,15 @@ def _set(path, value):
     (_set(("public_providers", 0, "verification_level"), "Sometimes"), "Sometimes",
      "verification_level"),
     (_set(("dns", "server"), "localhost"), '"localhost"', "numeric"),
+    (_set(("cluster", "keys"), ["c2hvcnQ="]), '"c2hvcnQ="', "32 bytes in base64"),
+    (_set(("cluster", "join"), ["edge-2:7946"]), '"edge-2:7946"', "numeric address:port"),
+    (_set(("cluster", "name"), "edge 1"), '"edge 1"', "not a node name"),
     # A misspelt setting is as wrong as a misspelt section (which edged refuses).
     (_set(("limits", "max_conections"), 10), "max_conections", "max_conections"),
 ], ids=["partner-port-0", "next-hop-transport", "external-transport", "listen-address",
         "negative-limit", "fqdn-type", "domain-allowed-twice", "blocked-and-allowed",
         "bad-domain", "bad-user-pattern", "outgoing-tls-count", "verification-level",
-        "dns-server-name", "unknown-setting"])
+        "dns-server-name", "cluster-key", "cluster-join", "cluster-name", "unknown-setting"])
 def test_semantic_errors_from_dict(pki, tmp_path, change, marker, message):
     config = full_config(pki)
     change(config)

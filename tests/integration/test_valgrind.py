@@ -7,7 +7,7 @@ import os
 import pytest
 
 from conftest import make_org, org_config
-from edgepool import Edge, SipClient, sip_request
+from edgepool import Edge, SipClient, sip_request, wait_for
 from test_certs import tls_attempt
 from test_relay import relay
 
@@ -100,3 +100,30 @@ def test_dns_paths_are_valgrind_clean(plain_edged, pki, tmp_path, monkeypatch):
         codes = [e.stop(timeout=60) for e in edges]
         dns.stop()
     assert codes == [0, 0], "\n".join(e.log()[-4000:] for e in edges)
+
+
+def test_cluster_paths_are_valgrind_clean(plain_edged, pki, tmp_path, monkeypatch):
+    """Three pool members under valgrind: join by push-pull, gossip, a member
+    killed and one leaving, garbage on the gossip port."""
+    import signal
+    import socket
+    from test_cluster import Pool
+    monkeypatch.setenv("EDGED", plain_edged)
+    pool = Pool(tmp_path, pki)
+    codes = {}
+    try:
+        for name, seeds in (("vg-1", ()), ("vg-2", ("vg-1",)), ("vg-3", ("vg-1",))):
+            pool.nodes[name] = Edge(tmp_path, name, pool.config(name, seeds).conf.read_text(),
+                                    [], wrapper=VALGRIND).start(timeout=60)
+        wait_for(lambda: all(len([s for s in pool.view(n).values() if s == "alive"]) == 3
+                             for n in pool.nodes), 60, "three members alive")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"\x01" + b"\x00" * 100, ("127.0.0.1", pool.cluster_port["vg-1"]))
+        os.kill(pool.nodes["vg-3"].proc.pid, signal.SIGKILL)
+        pool.nodes["vg-3"].proc.wait()
+        pool.nodes["vg-3"].proc = None
+        wait_for(lambda: pool.view("vg-1").get("vg-3") == "dead", 60, "vg-3 dead")
+    finally:
+        codes = pool.stop_all()
+    assert set(codes.values()) <= {0}, "\n".join(e.log()[-4000:] for e in pool.nodes.values())
+    assert len(codes) == 2
