@@ -21,9 +21,9 @@ struct node {
 	unsigned naccusers;
 };
 
-/* A piece of news: a packed Gossip message about one node. */
+/* A piece of news: a packed Gossip message about one thing (a node, a record). */
 struct news {
-	char about[CLU_NAME_MAX + 1];
+	char *about;
 	uint8_t *bytes;
 	size_t len;
 	unsigned sent;
@@ -130,11 +130,11 @@ static unsigned retransmit_limit(const struct clu_members *m)
 static void news_drop(struct clu_members *m, unsigned i)
 {
 	free(m->news[i].bytes);
+	free(m->news[i].about);
 	m->news[i] = m->news[--m->nnews];
 }
 
-/* Queues a packed Gossip about `about`, replacing older news about it. */
-static int news_queue(struct clu_members *m, const char *about, const clu_gossip *g)
+int clu_queue_news(struct clu_members *m, const char *about, const clu_gossip *g)
 {
 	for (unsigned i = 0; i < m->nnews; i++)
 		if (strcmp(m->news[i].about, about) == 0) {
@@ -151,12 +151,16 @@ static int news_queue(struct clu_members *m, const char *about, const clu_gossip
 	}
 	size_t len = edgepool__cluster__v1__gossip__get_packed_size(g);
 	uint8_t *bytes = malloc(len ? len : 1);
-	if (!bytes)
+	char *copy = strdup(about);
+	if (!bytes || !copy) {
+		free(bytes);
+		free(copy);
 		return -1;
+	}
 	edgepool__cluster__v1__gossip__pack(g, bytes);
 	struct news *nw = &m->news[m->nnews++];
 	memset(nw, 0, sizeof(*nw));
-	strcpy(nw->about, about);
+	nw->about = copy;
 	nw->bytes = bytes;
 	nw->len = len;
 	nw->seq = m->news_seq++;
@@ -192,7 +196,7 @@ static int queue_alive(struct clu_members *m, const struct node *n)
 	a.addr = &addr;
 	g.item_case = EDGEPOOL__CLUSTER__V1__GOSSIP__ITEM_ALIVE;
 	g.alive = &a;
-	return news_queue(m, n->name, &g);
+	return clu_queue_news(m, n->name, &g);
 }
 
 static int queue_suspect(struct clu_members *m, const struct node *n, const char *from)
@@ -204,7 +208,7 @@ static int queue_suspect(struct clu_members *m, const struct node *n, const char
 	s.from = (char *)from;
 	g.item_case = EDGEPOOL__CLUSTER__V1__GOSSIP__ITEM_SUSPECT;
 	g.suspect = &s;
-	return news_queue(m, n->name, &g);
+	return clu_queue_news(m, n->name, &g);
 }
 
 static int queue_dead(struct clu_members *m, const struct node *n, const char *from)
@@ -216,7 +220,7 @@ static int queue_dead(struct clu_members *m, const struct node *n, const char *f
 	d.from = (char *)from;
 	g.item_case = EDGEPOOL__CLUSTER__V1__GOSSIP__ITEM_DEAD;
 	g.dead = &d;
-	return news_queue(m, n->name, &g);
+	return clu_queue_news(m, n->name, &g);
 }
 
 static int fewest_sent_first(const void *a, const void *b)
@@ -346,8 +350,10 @@ void clu_members_free(struct clu_members *m)
 		return;
 	for (unsigned i = 0; i < m->n; i++)
 		free(m->nodes[i]);
-	for (unsigned i = 0; i < m->nnews; i++)
+	for (unsigned i = 0; i < m->nnews; i++) {
 		free(m->news[i].bytes);
+		free(m->news[i].about);
+	}
 	free(m->news);
 	free(m->nodes);
 	free(m->order);

@@ -119,6 +119,15 @@ double clu_tick(struct clu_members *m, double now);
 
 /* ---- the news queue ---- */
 
+struct Edgepool__Cluster__V1__Gossip;
+/*
+ * Queues a gossip item about `about` (a node's name for membership news;
+ * "record:" and the key for the store's), replacing older news about the
+ * same. Returns 0, or -1 when out of memory.
+ */
+int clu_queue_news(struct clu_members *m, const char *about,
+                   const struct Edgepool__Cluster__V1__Gossip *g);
+
 /*
  * Appends to buf (room for len bytes) as many queued news items, each a
  * packed Gossip message framed as field 7 of a Packet, as fit, fewest-sent

@@ -15,6 +15,8 @@
 #define RELAYS_MAX 64          /* indirect pings we relay at once */
 #define RECV_MAX 65536
 #define HOUSEKEEPING 0.1       /* seconds: suspicion deadlines, relay nacks */
+#define EXPIRE_EVERY 10        /* housekeeping rounds between store expiries */
+#define DIGEST_BUCKETS 256     /* push-pull compares the store in this many buckets */
 
 /* Our probe of one member: direct, then indirect through relays. */
 struct probe {
@@ -46,7 +48,7 @@ struct stream {
 	size_t outlen, outoff;
 	uint8_t *in;               /* what arrived, not yet a whole frame */
 	size_t inlen, incap;
-	int got_end;
+	int got_header, sent_end, got_end;
 };
 
 struct clu_node {
@@ -57,6 +59,8 @@ struct clu_node {
 	unsigned next_seed;
 	struct clu_keyring *kr;
 	struct clu_members *m;
+	struct clu_store *store;
+	unsigned house_rounds;
 	int udp, tcp;
 	ev_io udp_io, tcp_io;
 	ev_timer probe_timer, probe_timeout_timer, gossip_timer, house_timer, pushpull_timer;
@@ -74,6 +78,9 @@ void clu_config_lan(struct clu_config *c)
 {
 	memset(c, 0, sizeof(*c));
 	clu_timing_lan(&c->timing);
+	c->store.max_records = 1000000;
+	c->store.max_bytes = 512u << 20;
+	c->store.tombstone_ms = 60000;
 	c->gossip_interval = 0.2;
 	c->gossip_nodes = 3;
 	c->pushpull_interval = 30;
@@ -84,6 +91,12 @@ void clu_config_lan(struct clu_config *c)
 static double now_of(const struct clu_node *n)
 {
 	return ev_now(n->loop);
+}
+
+/* The wall clock, in ms, for record versions and expiry. */
+static uint64_t wall_ms(const struct clu_node *n)
+{
+	return (uint64_t)(ev_time() * 1000.0);
 }
 
 /* ---- addresses ---- */
@@ -197,6 +210,45 @@ static void send_ack(struct clu_node *n, const struct sockaddr *to, socklen_t le
 	send_packet(n, to, len, &p);
 }
 
+static struct clu_rec rec_from_msg(const clu_record *r)
+{
+	return (struct clu_rec){
+		.key = r->key,
+		.value = r->tombstone ? NULL : r->value.data,
+		.len = r->tombstone ? 0 : r->value.len,
+		.version = r->version,
+		.origin = r->origin,
+		.expires_ms = r->expires_ms,
+		.tombstone = r->tombstone,
+	};
+}
+
+static void rec_to_msg(const struct clu_rec *r, clu_record *out)
+{
+	clu_record init = EDGEPOOL__CLUSTER__V1__RECORD__INIT;
+	*out = init;
+	out->key = (char *)r->key;
+	out->value.data = (uint8_t *)r->value;
+	out->value.len = r->len;
+	out->version = r->version;
+	out->origin = (char *)r->origin;
+	out->expires_ms = r->expires_ms;
+	out->tombstone = r->tombstone;
+}
+
+/* Queues a record we wrote to be gossiped. */
+static int gossip_record(struct clu_node *n, const struct clu_rec *r)
+{
+	clu_gossip g = EDGEPOOL__CLUSTER__V1__GOSSIP__INIT;
+	clu_record msg;
+	char about[CLU_KEY_MAX + 8];
+	rec_to_msg(r, &msg);
+	g.item_case = EDGEPOOL__CLUSTER__V1__GOSSIP__ITEM_RECORD;
+	g.record = &msg;
+	snprintf(about, sizeof(about), "record:%s", r->key);
+	return clu_queue_news(n->m, about, &g);
+}
+
 static void apply_gossip(struct clu_node *n, const clu_gossip *g)
 {
 	struct sockaddr_storage ss;
@@ -214,8 +266,15 @@ static void apply_gossip(struct clu_node *n, const clu_gossip *g)
 	case EDGEPOOL__CLUSTER__V1__GOSSIP__ITEM_DEAD:
 		clu_on_dead(n->m, g->dead->node, g->dead->incarnation, g->dead->from, now);
 		break;
+	case EDGEPOOL__CLUSTER__V1__GOSSIP__ITEM_RECORD: {
+		struct clu_rec r = rec_from_msg(g->record);
+		/* What is new to us is new to others too: pass it on. */
+		if (clu_store_apply(n->store, &r, wall_ms(n)) == 1)
+			gossip_record(n, &r);
+		break;
+	}
 	default:
-		break; /* records: the replicated store's, not membership's */
+		break; /* a newer kind of news */
 	}
 }
 
@@ -383,6 +442,8 @@ static void house_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	struct clu_node *n = w->data;
 	double now = now_of(n);
 	clu_tick(n->m, now);
+	if (++n->house_rounds % EXPIRE_EVERY == 0)
+		clu_store_expire(n->store, wall_ms(n));
 	for (unsigned i = 0; i < n->nrelays;) {
 		struct relay *r = &n->relays[i];
 		if (r->deadline > now) {
@@ -435,7 +496,7 @@ static int stream_put(struct stream *s, const clu_frame *f)
 	return 0;
 }
 
-/* Our side of an exchange: every member we know, then End. */
+/* Our side of an exchange, first: every member we know, and the digest of our store. */
 static int stream_put_state(struct stream *s, int join)
 {
 	struct clu_node *n = s->node;
@@ -461,6 +522,12 @@ static int stream_put_state(struct stream *s, int join)
 			mm[i].state = (Edgepool__Cluster__V1__MemberState)m->state;
 			mp[i] = &mm[i];
 		}
+		uint64_t hashes[DIGEST_BUCKETS];
+		Edgepool__Cluster__V1__Digest dg = EDGEPOOL__CLUSTER__V1__DIGEST__INIT;
+		clu_store_digest(n->store, DIGEST_BUCKETS, hashes);
+		dg.nbuckets = DIGEST_BUCKETS;
+		dg.n_bucket_hash = DIGEST_BUCKETS;
+		dg.bucket_hash = hashes;
 		f.version = CLU_PROTO_VERSION;
 		f.body_case = EDGEPOOL__CLUSTER__V1__FRAME__BODY_HEADER;
 		f.header = &h;
@@ -468,13 +535,8 @@ static int stream_put_state(struct stream *s, int join)
 		h.join = join;
 		h.n_members = count;
 		h.members = mp;
+		h.digest = &dg;
 		rc = stream_put(s, &f);
-		if (rc == 0) {
-			Edgepool__Cluster__V1__End end = EDGEPOOL__CLUSTER__V1__END__INIT;
-			f.body_case = EDGEPOOL__CLUSTER__V1__FRAME__BODY_END;
-			f.end = &end;
-			rc = stream_put(s, &f);
-		}
 	}
 	free(mm);
 	free(mp);
@@ -508,6 +570,84 @@ static void merge_members(struct clu_node *n, const Edgepool__Cluster__V1__Heade
 	}
 }
 
+/* The records of ours that the peer's digest says it may lack, in batches. */
+struct batcher {
+	struct stream *s;
+	const uint64_t *theirs;          /* NULL: send everything */
+	uint64_t ours[DIGEST_BUCKETS];
+	clu_record *msgs;                /* CLU_BATCH_MAX of them */
+	clu_record **ptrs;
+	unsigned n;
+	size_t bytes;
+	unsigned long long sent;
+	int failed;
+};
+
+static void batch_flush(struct batcher *b)
+{
+	if (!b->n || b->failed)
+		return;
+	clu_frame f = EDGEPOOL__CLUSTER__V1__FRAME__INIT;
+	Edgepool__Cluster__V1__Batch batch = EDGEPOOL__CLUSTER__V1__BATCH__INIT;
+	f.version = CLU_PROTO_VERSION;
+	f.body_case = EDGEPOOL__CLUSTER__V1__FRAME__BODY_BATCH;
+	f.batch = &batch;
+	batch.n_records = b->n;
+	batch.records = b->ptrs;
+	if (stream_put(b->s, &f) < 0)
+		b->failed = 1;
+	b->sent += b->n;
+	b->n = 0;
+	b->bytes = 0;
+}
+
+static void batch_add(void *arg, const struct clu_rec *r)
+{
+	struct batcher *b = arg;
+	unsigned bucket = clu_store_bucket(r->key, DIGEST_BUCKETS);
+	if (b->failed || (b->theirs && b->theirs[bucket] == b->ours[bucket]))
+		return;
+	rec_to_msg(r, &b->msgs[b->n]);
+	b->ptrs[b->n] = &b->msgs[b->n];
+	b->n++;
+	b->bytes += strlen(r->key) + r->len + 32;
+	/* Frames stay far below CLU_FRAME_MAX: a megabyte at most. */
+	if (b->n == CLU_BATCH_MAX || b->bytes > (1u << 20))
+		batch_flush(b);
+}
+
+/* Our side of an exchange, second: what the peer lacks, then End. */
+static int stream_put_records(struct stream *s, const Edgepool__Cluster__V1__Header *h)
+{
+	struct batcher *b = calloc(1, sizeof(*b));
+	int rc = -1;
+	if (b) {
+		b->s = s;
+		b->msgs = calloc(CLU_BATCH_MAX, sizeof(*b->msgs));
+		b->ptrs = calloc(CLU_BATCH_MAX, sizeof(*b->ptrs));
+	}
+	if (b && b->msgs && b->ptrs) {
+		if (h->digest && h->digest->nbuckets == DIGEST_BUCKETS)
+			b->theirs = h->digest->bucket_hash;
+		clu_store_digest(s->node->store, DIGEST_BUCKETS, b->ours);
+		clu_store_foreach(s->node->store, batch_add, b);
+		batch_flush(b);
+		clu_frame f = EDGEPOOL__CLUSTER__V1__FRAME__INIT;
+		Edgepool__Cluster__V1__End end = EDGEPOOL__CLUSTER__V1__END__INIT;
+		f.version = CLU_PROTO_VERSION;
+		f.body_case = EDGEPOOL__CLUSTER__V1__FRAME__BODY_END;
+		f.end = &end;
+		end.records_sent = b->sent;
+		rc = b->failed ? -1 : stream_put(s, &f);
+	}
+	if (b) {
+		free(b->msgs);
+		free(b->ptrs);
+	}
+	free(b);
+	return rc;
+}
+
 /* Takes the whole frames out of the input. Returns -1 when the stream is bad. */
 static int stream_frames(struct stream *s)
 {
@@ -528,11 +668,26 @@ static int stream_frames(struct stream *s)
 		free(plain);
 		if (!f)
 			return -1;
-		if (f->body_case == EDGEPOOL__CLUSTER__V1__FRAME__BODY_HEADER)
+		int rc = 0;
+		if (f->body_case == EDGEPOOL__CLUSTER__V1__FRAME__BODY_HEADER && !s->got_header) {
+			s->got_header = 1;
 			merge_members(s->node, f->header);
-		else if (f->body_case == EDGEPOOL__CLUSTER__V1__FRAME__BODY_END)
+			rc = stream_put_records(s, f->header);
+			s->sent_end = rc == 0;
+		} else if (f->body_case == EDGEPOOL__CLUSTER__V1__FRAME__BODY_BATCH && s->got_header) {
+			uint64_t now = wall_ms(s->node);
+			for (size_t i = 0; i < f->batch->n_records; i++) {
+				struct clu_rec r = rec_from_msg(f->batch->records[i]);
+				clu_store_apply(s->node->store, &r, now);
+			}
+		} else if (f->body_case == EDGEPOOL__CLUSTER__V1__FRAME__BODY_END && s->got_header) {
 			s->got_end = 1;
+		} else {
+			rc = -1; /* out of order */
+		}
 		clu_frame_free(f);
+		if (rc < 0)
+			return -1;
 		off += 4 + flen;
 	}
 	memmove(s->in, s->in + off, s->inlen - off);
@@ -590,7 +745,7 @@ static void stream_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 			return;
 		}
 	}
-	if (s->got_end && s->outoff == s->outlen) {
+	if (s->got_end && s->sent_end && s->outoff == s->outlen) {
 		stream_free(s, 0);
 		return;
 	}
@@ -735,7 +890,8 @@ struct clu_node *clu_node_new(struct ev_loop *loop, const struct clu_config *cfg
 	n->kr = clu_keyring_new(cfg->keys[0]);
 	if (!n->seeds || !n->plain || !n->sealed || !n->rbuf || !n->rplain || !n->kr)
 		goto nomem;
-	memcpy(n->seeds, cfg->seeds, cfg->nseeds * sizeof(*n->seeds));
+	if (cfg->nseeds)
+		memcpy(n->seeds, cfg->seeds, cfg->nseeds * sizeof(*n->seeds));
 	n->cfg.seeds = n->seeds;
 	for (unsigned i = 1; i < cfg->nkeys; i++)
 		if (clu_keyring_add(n->kr, cfg->keys[i]) < 0) {
@@ -750,6 +906,10 @@ struct clu_node *clu_node_new(struct ev_loop *loop, const struct clu_config *cfg
 	if (!n->m)
 		goto nomem;
 	clu_members_on_change(n->m, cfg->on_change, cfg->change_arg);
+	n->store = clu_store_new(n->name, &cfg->store);
+	if (!n->store)
+		goto nomem;
+	clu_store_on_change(n->store, cfg->on_record, cfg->record_arg);
 
 	ev_io_init(&n->udp_io, udp_cb, n->udp, EV_READ);
 	ev_io_init(&n->tcp_io, tcp_cb, n->tcp, EV_READ);
@@ -801,6 +961,7 @@ void clu_node_leave_and_free(struct clu_node *n)
 	if (n->tcp >= 0)
 		close(n->tcp);
 	clu_members_free(n->m);
+	clu_store_free(n->store);
 	clu_keyring_free(n->kr);
 	free(n->seeds);
 	free(n->plain);
@@ -808,6 +969,29 @@ void clu_node_leave_and_free(struct clu_node *n)
 	free(n->rbuf);
 	free(n->rplain);
 	free(n);
+}
+
+int clu_node_put(struct clu_node *n, const char *key, const void *value, size_t len,
+                 uint64_t ttl_ms)
+{
+	const struct clu_rec *r = clu_store_put(n->store, key, value, len, ttl_ms, wall_ms(n));
+	return r && gossip_record(n, r) == 0 ? 0 : -1;
+}
+
+int clu_node_delete(struct clu_node *n, const char *key)
+{
+	const struct clu_rec *r = clu_store_delete(n->store, key, wall_ms(n));
+	return r && gossip_record(n, r) == 0 ? 0 : -1;
+}
+
+const struct clu_rec *clu_node_get(const struct clu_node *n, const char *key)
+{
+	return clu_store_get(n->store, key, wall_ms(n));
+}
+
+const struct clu_store *clu_node_store(const struct clu_node *n)
+{
+	return n->store;
 }
 
 const struct clu_members *clu_node_members(const struct clu_node *n)
@@ -839,12 +1023,18 @@ size_t clu_node_status_json(const struct clu_node *n, char *buf, size_t len)
 		             "\"incarnation\": %llu}", i ? ", " : "", m->name, where,
 		             clu_state_name(m->state), (unsigned long long)m->incarnation);
 	}
+	struct clu_store_stats st;
+	clu_store_get_stats(n->store, &st);
 	if (k >= 0 && (at += (size_t)k) < len)
 		k = snprintf(buf + at, len - at, "], \"packets_in\": %llu, \"packets_out\": %llu, "
 		             "\"dropped\": %llu, \"streams_in\": %llu, \"streams_out\": %llu, "
-		             "\"stream_failures\": %llu}", n->stats.packets_in, n->stats.packets_out,
-		             n->stats.dropped, n->stats.streams_in, n->stats.streams_out,
-		             n->stats.stream_failures);
+		             "\"stream_failures\": %llu, \"store\": {\"records\": %zu, "
+		             "\"tombstones\": %zu, \"bytes\": %zu, \"applied\": %llu, "
+		             "\"refused_full\": %llu, \"refused_clock\": %llu}}",
+		             n->stats.packets_in, n->stats.packets_out, n->stats.dropped,
+		             n->stats.streams_in, n->stats.streams_out, n->stats.stream_failures,
+		             st.records, st.tombstones, st.bytes, st.applied, st.refused_full,
+		             st.refused_clock);
 	if (k < 0 || len == 0)
 		return 0;
 	at += (size_t)k;

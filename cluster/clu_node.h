@@ -23,6 +23,7 @@
 
 #include "clu_crypt.h"
 #include "clu_member.h"
+#include "clu_store.h"
 
 struct clu_config {
 	const char *name;                 /* unique in the cluster */
@@ -40,6 +41,9 @@ struct clu_config {
 	unsigned nseeds;
 	clu_change_fn on_change;          /* every change of a member's state, or NULL */
 	void *change_arg;
+	struct clu_store_limits store;    /* the replicated store's bounds */
+	clu_store_fn on_record;           /* every record a write or a merge changes, or NULL */
+	void *record_arg;
 };
 
 /* The LAN defaults for everything but name, bind, keys and seeds. */
@@ -63,6 +67,17 @@ struct clu_node *clu_node_new(struct ev_loop *loop, const struct clu_config *cfg
 void clu_node_leave_and_free(struct clu_node *n);
 
 const struct clu_members *clu_node_members(const struct clu_node *n);
+
+/*
+ * The replicated store: a write is stored here and gossiped to the pool;
+ * push-pull repairs what gossip missed. Time is the loop's wall clock.
+ * put and delete return 0, or -1 when the store is full or out of memory.
+ */
+int clu_node_put(struct clu_node *n, const char *key, const void *value, size_t len,
+                 uint64_t ttl_ms);
+int clu_node_delete(struct clu_node *n, const char *key);
+const struct clu_rec *clu_node_get(const struct clu_node *n, const char *key);
+const struct clu_store *clu_node_store(const struct clu_node *n);
 void clu_node_get_stats(const struct clu_node *n, struct clu_node_stats *out);
 
 /* The node as one JSON object: itself, its members, its counters. Returns the length. */
