@@ -133,24 +133,23 @@ int main(int argc, char **argv)
 	log_open("edged", cfg->log_level, cfg->log_syslog);
 	signal(SIGPIPE, SIG_IGN);
 	struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
-	struct proxy *px = proxy_new(loop, cfg, err, sizeof(err));
-	if (!px) {
-		log_err("cannot start: %s", err);
-		cfg_free(cfg);
-		return 1;
-	}
 	struct clu_node *cluster = NULL;
 	if (cfg->cluster) {
 		cluster = join_cluster(loop, cfg->cluster, err, sizeof(err));
 		if (!cluster) {
 			log_err("cannot start: %s", err);
-			proxy_free(px);
 			cfg_free(cfg);
 			return 1;
 		}
-		proxy_set_cluster(px, cluster);
 		log_info("cluster member %s, joining through %u seed(s)", cfg->cluster->name,
 		         cfg->cluster->njoin);
+	}
+	struct proxy *px = proxy_new(loop, cfg, cluster, err, sizeof(err));
+	if (!px) {
+		log_err("cannot start: %s", err);
+		clu_node_leave_and_free(cluster);
+		cfg_free(cfg);
+		return 1;
 	}
 	struct status_server *status = NULL;
 	if (cfg->status_enabled) {
@@ -158,8 +157,8 @@ int main(int argc, char **argv)
 		                       cfg->status.addr.salen, render_status, px, err, sizeof(err));
 		if (!status) {
 			log_err("cannot start: %s", err);
-			clu_node_leave_and_free(cluster);
 			proxy_free(px);
+			clu_node_leave_and_free(cluster);
 			cfg_free(cfg);
 			return 1;
 		}
@@ -177,9 +176,8 @@ int main(int argc, char **argv)
 	ev_signal_stop(loop, &sigterm);
 	ev_signal_stop(loop, &sigint);
 	status_close(status);
-	proxy_set_cluster(px, NULL);
-	clu_node_leave_and_free(cluster);
 	proxy_free(px);
+	clu_node_leave_and_free(cluster);
 	cfg_free(cfg);
 	ev_loop_destroy(loop);
 	log_notice("stopped");

@@ -9,6 +9,7 @@
 
 #include "clu_node.h"
 #include "conn.h"
+#include "dlg.h"
 #include "dns.h"
 #include "htab.h"
 #include "list.h"
@@ -57,6 +58,7 @@ struct proxy {
 	struct router *router;
 	struct list_node stateless;  /* stateless forwards waiting for a route */
 	struct clu_node *cluster;    /* not owned; NULL: a pool of one */
+	struct dlg_registry *dialogs; /* in the cluster's store, or our own */
 	struct sip_txn_table server_txns;
 	struct sip_txn_table client_txns;
 	struct proxy_stats stats;
@@ -286,7 +288,7 @@ static void ptx_reply_after(struct ptx *t, unsigned status, const char *warning,
 	if (!resp)
 		return;
 	if (retry_after)
-		sip_msg_appendf(resp, SIP_HDR_OTHER, "Retry-After", "%u", retry_after);
+		sip_msg_appendf(resp, SIP_HDR_RETRY_AFTER, NULL, "%u", retry_after);
 	if (status >= 300)
 		t->px->stats.rejected++;
 	ptx_respond(t, resp);
@@ -550,6 +552,84 @@ static int creates_dialog(const struct sip_msg *m)
 {
 	return m->to_tag.len == 0 && (m->method == SIP_INVITE || m->method == SIP_SUBSCRIBE ||
 	                              m->method == SIP_REFER || m->method == SIP_NOTIFY);
+}
+
+/* ---- dialogs in the pool's store (dlg.h) ---- */
+
+/* A call is remembered this long (no session timer here), a request's dialog until its answer. */
+#define CALL_TTL_MS (12ull * 3600 * 1000)
+#define PENDING_TTL_MS (5ull * 60 * 1000)
+#define SUBSCRIPTION_GRACE_MS 60000ull
+#define SUBSCRIPTION_DEFAULT_S 3600u
+
+static struct sip_str header_host(const struct sip_msg *m, enum sip_hdr_id id)
+{
+	struct sip_str host = { 0 };
+	int i = sip_msg_find(m, id, 0);
+	if (i >= 0)
+		sip_uri_host_of(m->hdrs[i].value, &host);
+	return host;
+}
+
+/* The Expires header's value, or def. */
+static unsigned expires_of(const struct sip_msg *m, unsigned def)
+{
+	int i = sip_msg_find_name(m, "Expires", 0);
+	if (i < 0)
+		return def;
+	unsigned v = 0;
+	const struct sip_str e = m->hdrs[i].value;
+	for (size_t k = 0; k < e.len && e.s[k] >= '0' && e.s[k] <= '9' && v < 100000000; k++)
+		v = v * 10 + (unsigned)(e.s[k] - '0');
+	return v;
+}
+
+/*
+ * The dialog of t's request, as the answer resp shows it: the internal
+ * party's tag (its From tag when it sent the request, else the answer's To
+ * tag) and the partner's domain.
+ */
+static void dialog_of(const struct ptx *t, const struct sip_msg *resp, struct sip_str *tag,
+                      struct sip_str *partner)
+{
+	if (t->in_side == CONN_INTERNAL) {
+		*tag = t->req->from_tag;
+		*partner = header_host(t->req, SIP_HDR_TO);
+	} else {
+		*tag = resp ? resp->to_tag : t->req->to_tag;
+		*partner = header_host(t->req, SIP_HDR_FROM);
+	}
+}
+
+/* A 2xx to t's request: a dialog begins, is refreshed, or ends. */
+static void dialog_answered(struct proxy *px, const struct ptx *t, const struct sip_msg *resp)
+{
+	struct sip_str tag, partner;
+	const struct sip_msg *req = t->req;
+	uint64_t ttl;
+	dialog_of(t, resp, &tag, &partner);
+	switch (req->method) {
+	case SIP_INVITE:
+		ttl = CALL_TTL_MS;
+		break;
+	case SIP_SUBSCRIBE:
+	case SIP_REFER:
+		ttl = expires_of(resp, expires_of(req, SUBSCRIPTION_DEFAULT_S)) * 1000ull;
+		if (ttl == 0) {
+			dlg_end(px->dialogs, req->call_id, tag);
+			return;
+		}
+		ttl += SUBSCRIPTION_GRACE_MS;
+		break;
+	case SIP_BYE:
+		dlg_end(px->dialogs, req->call_id, tag);
+		return;
+	default:
+		return;
+	}
+	if (dlg_note(px->dialogs, req->call_id, tag, partner, ttl) < 0)
+		log_warning("call-id=%.*s: the dialog could not be stored (store full)",
+		            SPAN(req->call_id));
 }
 
 static void record_route_value(const struct proxy *px, enum conn_side side, char *out, size_t len)
@@ -918,6 +998,12 @@ static void ptx_routed(struct ptx *t, struct rt_decision *d)
 		ptx_settle(t);
 		return;
 	}
+	/* A dialog our user starts: its partner's answers and requests may come before our 2xx. */
+	if (t->in_side == CONN_INTERNAL && dest.side == CONN_EXTERNAL && creates_dialog(t->req)) {
+		struct sip_str tag, partner;
+		dialog_of(t, NULL, &tag, &partner);
+		dlg_note(px->dialogs, t->req->call_id, tag, partner, PENDING_TTL_MS);
+	}
 	t->target = 0;
 	ptx_send(t, NULL);
 }
@@ -938,6 +1024,20 @@ static void forward(struct ptx *t, struct conn *c)
 {
 	struct proxy *px = t->px;
 	const struct sip_msg *m = t->req;
+	/* In a dialog, a partner may only send in one that crossed the pool, and is its own. */
+	if (conn_side(c) == CONN_EXTERNAL && m->to_tag.len) {
+		enum dlg_verdict v = dlg_check(px->dialogs, m->call_id, m->to_tag,
+		                               header_host(m, SIP_HDR_FROM));
+		if (v != DLG_KNOWN) {
+			log_info("rejected %s call-id=%.*s from %s: %s", sip_method_name(m->method),
+			         SPAN(m->call_id), conn_peer_str(c), v == DLG_UNKNOWN ? "no such dialog"
+			         : "the dialog is another partner's");
+			ptx_reply(t, 481, v == DLG_UNKNOWN ? "no such dialog crosses this pool"
+			                                   : "the dialog is another partner's");
+			ptx_settle(t);
+			return;
+		}
+	}
 	t->fwd = sip_msg_clone(m);
 	if (!t->fwd) {
 		ptx_reply(t, 500, "out of memory");
@@ -1085,6 +1185,8 @@ static void handle_response(struct proxy *px, struct conn *c, struct sip_msg *m)
 		return;
 	}
 	if (m->status < 300) {
+		if (t->in_side != conn_side(c))
+			dialog_answered(px, t, m);
 		if (invite) {
 			if (t->cli != CLI_ACCEPTED) {
 				t->cli = CLI_ACCEPTED;
@@ -1222,7 +1324,8 @@ static int listen_all(struct proxy *px, const struct cfg_listen *l, unsigned n,
 	return 0;
 }
 
-struct proxy *proxy_new(struct ev_loop *loop, const struct edge_cfg *cfg, char *err, size_t errlen)
+struct proxy *proxy_new(struct ev_loop *loop, const struct edge_cfg *cfg, struct clu_node *cluster,
+                        char *err, size_t errlen)
 {
 	struct proxy *px = calloc(1, sizeof(*px));
 	if (!px) {
@@ -1231,6 +1334,7 @@ struct proxy *proxy_new(struct ev_loop *loop, const struct edge_cfg *cfg, char *
 	}
 	px->loop = loop;
 	px->cfg = cfg;
+	px->cluster = cluster;
 	list_init(&px->stateless);
 	set_limits(&px->lim_internal, cfg, cfg->internal_max_msg);
 	set_limits(&px->lim_external, cfg, cfg->external_max_msg);
@@ -1259,10 +1363,11 @@ struct proxy *proxy_new(struct ev_loop *loop, const struct edge_cfg *cfg, char *
 		.period_s = cfg->edge.discovered_report_period_min * 60.0,
 	};
 	px->thr = thr_new(&thr_lim);
+	px->dialogs = dlg_new(cluster);
 	px->router = rt_new(loop, cfg, px->tls_client, px->dns, px->thr, &px->lim_internal,
 	                    &px->lim_external);
 	px->conns = conn_mgr_new(loop, &proxy_handler, px, cfg->max_connections);
-	if (!px->thr || !px->router || !px->conns) {
+	if (!px->thr || !px->dialogs || !px->router || !px->conns) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -1303,6 +1408,7 @@ void proxy_free(struct proxy *px)
 		stateless_free(list_entry(px->stateless.next, struct stateless_fwd, link));
 	rt_free(px->router);
 	thr_free(px->thr);
+	dlg_free(px->dialogs);
 	dns_resolver_free(px->dns);
 	tls_ctx_free(px->tls_server);
 	tls_ctx_free(px->tls_client);
@@ -1315,9 +1421,18 @@ void proxy_get_stats(const struct proxy *px, struct proxy_stats *out)
 	out->connections = px->conns ? conn_mgr_count(px->conns) : 0;
 }
 
-void proxy_set_cluster(struct proxy *px, struct clu_node *node)
+/* Appends to a status text; at stops at len - 1 when it runs out. */
+__attribute__((format(printf, 4, 5)))
+static void status_add(char *buf, size_t len, size_t *at, const char *fmt, ...)
 {
-	px->cluster = node;
+	va_list ap;
+	if (*at + 1 >= len)
+		return;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf + *at, len - *at, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		*at = *at + (size_t)n < len ? *at + (size_t)n : len - 1;
 }
 
 size_t proxy_status_json(const struct proxy *px, char *buf, size_t len)
@@ -1325,46 +1440,43 @@ size_t proxy_status_json(const struct proxy *px, char *buf, size_t len)
 	struct proxy_stats st;
 	struct thr_stats thr;
 	struct dns_stats dns;
+	size_t at = 0;
+	if (len == 0)
+		return 0;
+	buf[0] = '\0';
 	proxy_get_stats(px, &st);
 	thr_get_stats(px->thr, ev_now(px->loop), &thr);
 	dns_get_stats(px->dns, &dns);
-	size_t at = 0;
-	int n = snprintf(buf, len,
-	                 "{\"pool_fqdn\": \"%s\", \"connections\": %llu, \"transactions\": %llu, "
-	                 "\"requests_in\": %llu, \"requests_forwarded\": %llu, "
-	                 "\"responses_forwarded\": %llu, \"rejected\": %llu, \"malformed\": %llu, "
-	                 "\"connection_failures\": %llu, "
-	                 "\"discovered_partners\": {\"tracked\": %u, \"blocked\": %u, "
-	                 "\"suspicious\": %u, \"rate_refused\": %llu, \"contacts_refused\": %llu}, "
-	                 "\"dns\": {\"queries\": %llu, \"cache_hits\": %llu, \"failures\": %llu, "
-	                 "\"cached\": %u}, \"monitored_domains\": {",
-	                 px->cfg->pool_fqdn, st.connections, st.transactions, st.requests_in,
-	                 st.requests_forwarded, st.responses_forwarded, st.rejected, st.malformed,
-	                 st.connection_failures, thr.partners, thr.blocked, thr.suspicious,
-	                 thr.rate_refused, thr.contacts_refused, dns.queries, dns.cache_hits,
-	                 dns.failures, dns.cached);
+	status_add(buf, len, &at,
+	           "{\"pool_fqdn\": \"%s\", \"connections\": %llu, \"transactions\": %llu, "
+	           "\"requests_in\": %llu, \"requests_forwarded\": %llu, "
+	           "\"responses_forwarded\": %llu, \"rejected\": %llu, \"malformed\": %llu, "
+	           "\"connection_failures\": %llu, "
+	           "\"discovered_partners\": {\"tracked\": %u, \"blocked\": %u, "
+	           "\"suspicious\": %u, \"rate_refused\": %llu, \"contacts_refused\": %llu}, "
+	           "\"dns\": {\"queries\": %llu, \"cache_hits\": %llu, \"failures\": %llu, "
+	           "\"cached\": %u}, \"monitored_domains\": {",
+	           px->cfg->pool_fqdn, st.connections, st.transactions, st.requests_in,
+	           st.requests_forwarded, st.responses_forwarded, st.rejected, st.malformed,
+	           st.connection_failures, thr.partners, thr.blocked, thr.suspicious,
+	           thr.rate_refused, thr.contacts_refused, dns.queries, dns.cache_hits,
+	           dns.failures, dns.cached);
 	/* Domain names are checked at load: nothing in them needs escaping. */
 	unsigned nmon;
 	const struct rt_monitor *mon = rt_monitors(px->router, &nmon);
 	const char *sep = "";
-	for (unsigned i = 0; n >= 0 && i < nmon; i++) {
-		at += (size_t)n;
-		if (at >= len || !mon[i].domain) {
-			n = 0;
+	for (unsigned i = 0; i < nmon; i++) {
+		if (!mon[i].domain)
 			continue;
-		}
-		n = snprintf(buf + at, len - at, "%s\"%s\": {\"in\": %llu, \"out\": %llu}", sep,
-		             mon[i].domain, mon[i].in, mon[i].out);
+		status_add(buf, len, &at, "%s\"%s\": {\"in\": %llu, \"out\": %llu}", sep,
+		           mon[i].domain, mon[i].in, mon[i].out);
 		sep = ", ";
 	}
-	if (n >= 0 && (at += (size_t)n) < len)
-		n = snprintf(buf + at, len - at, "}, \"cluster\": %s", px->cluster ? "" : "null");
-	if (n >= 0 && (at += (size_t)n) < len && px->cluster)
-		n = (int)clu_node_status_json(px->cluster, buf + at, len - at);
-	if (n >= 0 && (at += (size_t)n) < len)
-		n = snprintf(buf + at, len - at, "}\n");
-	if (n < 0 || len == 0)
-		return 0;
-	at += (size_t)n;
-	return at < len ? at : len - 1;
+	status_add(buf, len, &at, "}, \"cluster\": ");
+	if (px->cluster && at + 1 < len)
+		at += clu_node_status_json(px->cluster, buf + at, len - at);
+	else
+		status_add(buf, len, &at, "null");
+	status_add(buf, len, &at, "}\n");
+	return at;
 }

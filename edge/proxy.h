@@ -36,18 +36,18 @@ struct proxy_stats {
 	unsigned long long connections;       /* open now */
 };
 
+struct clu_node;
+
 /*
  * Sets up TLS, the router and the connection manager, and starts listening.
- * The proxy keeps a pointer to cfg, which must outlive it. Returns NULL
- * with err set on failure.
+ * cluster is the pool's gossip cluster, where dialogs are kept, or NULL for
+ * a pool of one. The proxy keeps pointers to cfg and cluster, which must
+ * outlive it. Returns NULL with err set on failure.
  */
-struct proxy *proxy_new(struct ev_loop *loop, const struct edge_cfg *cfg, char *err, size_t errlen);
+struct proxy *proxy_new(struct ev_loop *loop, const struct edge_cfg *cfg, struct clu_node *cluster,
+                        char *err, size_t errlen);
 void proxy_free(struct proxy *px);
 void proxy_get_stats(const struct proxy *px, struct proxy_stats *out);
-
-struct clu_node;
-/* The pool's cluster node, shown in the status (not owned; NULL: none). */
-void proxy_set_cluster(struct proxy *px, struct clu_node *node);
 
 /* Writes the proxy's state as one JSON object; returns its length. */
 size_t proxy_status_json(const struct proxy *px, char *buf, size_t len);
