@@ -1,0 +1,140 @@
+"""A dialog and a subscription survive the death of the node that saw them
+begin: fabrikam.test's pool has two edges, A (127.0.0.2) and B (127.0.0.3),
+in one cluster, sharing one certificate and one internal next hop. A call
+from a partner and a subscription of an internal user go through A; A is
+killed (SIGKILL); the re-INVITE, the BYE and the NOTIFY then go through B,
+which knows the dialogs from the pool's replicated store. A request in a
+dialog that never crossed the pool gets 481, even at B.
+"""
+import base64
+import os
+import signal
+
+import pytest
+
+from edgepool import (Edge, SipClient, SipUAS, edge_config, free_port, sip_request, wait_for)
+from test_cluster import udp_free_port
+
+KEY = base64.b64encode(bytes(range(32))).decode()
+
+
+class Node:
+    def __init__(self, name, host, pki, cert, key, uas, contoso, seeds, ports):
+        self.name, self.host = name, host
+        self.internal = (host, free_port(host))
+        self.external = (host, free_port(host))
+        self.status_port = free_port()
+        cluster = {"name": name, "address": "127.0.0.1", "port": ports[name], "keys": [KEY],
+                   "join": [f"127.0.0.1:{ports[s]}" for s in seeds],
+                   "probe_interval_ms": 200, "probe_timeout_ms": 100,
+                   "gossip_interval_ms": 50, "pushpull_interval_s": 2}
+        self.text = edge_config(
+            pool_fqdn="sip.fabrikam.test", domains=["fabrikam.test"], ca=pki.ca_file, cert=cert,
+            key=key, internal=self.internal, next_hop=uas.addr, external=self.external,
+            status_port=self.status_port,
+            partners=[{"domains": ["contoso.test"], "fqdn": "sip.contoso.test",
+                       "address": contoso.addr[0], "port": contoso.addr[1]}],
+            sections={"cluster": cluster})
+        self.edge = None
+
+    def start(self, work):
+        self.edge = Edge(work, self.name, self.text, [self.internal, self.external]).start()
+        return self
+
+    def records(self):
+        return self.edge.status()["cluster"]["store"]["records"]
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory, pki):
+    work = tmp_path_factory.mktemp("pool")
+    cert, key = pki.issue("sip.fabrikam.test", file_name="fabrikam-pool")
+    ccert, ckey = pki.issue("sip.contoso.test", file_name="contoso-partner")
+    uas = SipUAS("127.0.0.2", free_port("127.0.0.2"))               # fabrikam's front end
+    contoso = SipUAS("127.0.0.1", free_port(), tls=(ccert, ckey, pki.ca_file))  # contoso's edge
+    ports = {"edge-a": udp_free_port(), "edge-b": udp_free_port()}
+    a = Node("edge-a", "127.0.0.2", pki, cert, key, uas, contoso, [], ports)
+    b = Node("edge-b", "127.0.0.3", pki, cert, key, uas, contoso, ["edge-a"], ports)
+    try:
+        a.start(work)
+        b.start(work)
+        wait_for(lambda: a.edge.status()["cluster"]["alive"] == 2 and
+                 b.edge.status()["cluster"]["alive"] == 2, 10, "the pool of two")
+        yield a, b, uas, contoso, (ccert, ckey), pki
+    finally:
+        codes = [n.edge.stop() for n in (a, b) if n.edge and n.edge.running()]
+        uas.stop()
+        contoso.stop()
+    assert set(codes) <= {0}, codes
+
+
+def partner(node, creds, pki):
+    """contoso's edge, connecting to one node of fabrikam's pool."""
+    return SipClient(*node.external, tls_ca=pki.ca_file, cert=creds[0], key=creds[1],
+                     server_name="sip.fabrikam.test")
+
+
+def exchange(c, data):
+    c.send(data)
+    return c.recv_final()
+
+
+def test_dialogs_survive_the_node_that_saw_them_begin(pool):
+    a, b, uas, contoso, creds, pki = pool
+    before = b.records()
+    # A call from contoso through A.
+    c = partner(a, creds, pki)
+    try:
+        r = exchange(c, sip_request("INVITE", "sip:bob@fabrikam.test", from_uri="sip:alice@contoso.test",
+                                    to_uri="sip:bob@fabrikam.test", call_id="call-1"))
+        assert r.status == 200, r
+        c.send(sip_request("ACK", "sip:bob@fabrikam.test", from_uri="sip:alice@contoso.test",
+                           to_uri="sip:bob@fabrikam.test", call_id="call-1", to_tag="uas"))
+    finally:
+        c.close()
+    # A subscription of fabrikam's carol to contoso's dave, through A.
+    i = SipClient(*a.internal)
+    try:
+        r = exchange(i, sip_request("SUBSCRIBE", "sip:dave@contoso.test",
+                                    from_uri="sip:carol@fabrikam.test", to_uri="sip:dave@contoso.test",
+                                    call_id="sub-1", via=(a.internal[0], 5999),
+                                    headers=["Event: presence", "Expires: 600"]))
+        assert r.status == 200, r
+    finally:
+        i.close()
+    assert contoso.received("sub-1")
+    # Both dialogs reach B through the pool's store; then A dies.
+    wait_for(lambda: b.records() >= before + 2, 10, "the dialogs to reach edge-b")
+    os.kill(a.edge.proc.pid, signal.SIGKILL)
+    a.edge.proc.wait()
+    a.edge.proc = None
+
+    c = partner(b, creds, pki)
+    try:
+        r = exchange(c, sip_request("INVITE", "sip:bob@fabrikam.test", from_uri="sip:alice@contoso.test",
+                                    to_uri="sip:bob@fabrikam.test", call_id="call-1", cseq=2,
+                                    to_tag="uas", branch="z9hG4bK-reinvite"))
+        assert r.status == 200, r                                      # the re-INVITE
+        r = exchange(c, sip_request("NOTIFY", "sip:carol@fabrikam.test", from_uri="sip:dave@contoso.test",
+                                    to_uri="sip:carol@fabrikam.test", call_id="sub-1", cseq=1,
+                                    to_tag="f-sub-1", headers=["Event: presence",
+                                                               "Subscription-State: active"]))
+        assert r.status == 200, r                                      # the NOTIFY
+        r = exchange(c, sip_request("BYE", "sip:bob@fabrikam.test", from_uri="sip:alice@contoso.test",
+                                    to_uri="sip:bob@fabrikam.test", call_id="call-1", cseq=3,
+                                    to_tag="uas"))
+        assert r.status == 200, r                                      # the BYE
+        # A dialog that never crossed the pool, and the call once it is over.
+        r = exchange(c, sip_request("BYE", "sip:bob@fabrikam.test", from_uri="sip:alice@contoso.test",
+                                    to_uri="sip:bob@fabrikam.test", call_id="never", to_tag="uas"))
+        assert r.status == 481 and "no such dialog" in r.header("warning"), r
+        r = exchange(c, sip_request("INFO", "sip:bob@fabrikam.test", from_uri="sip:alice@contoso.test",
+                                    to_uri="sip:bob@fabrikam.test", call_id="call-1", cseq=4,
+                                    to_tag="uas"))
+        assert r.status == 481, r
+    finally:
+        c.close()
+    methods = [m.start.split()[0] for m in uas.received("call-1")]
+    assert methods.count("INVITE") == 2 and "BYE" in methods and "INFO" not in methods, methods
+    assert [m.start.split()[0] for m in uas.received("sub-1")] == ["NOTIFY"]
+    assert not uas.received("never")
