@@ -111,6 +111,12 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIBS)
 	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(LIBS) \
 		$(DEP_LIBS) $(shell $(PKG_CONFIG) --libs cmocka 2>/dev/null)
 
+# Benchmark drivers: small programs on the libraries (tests/bench/*.c).
+$(BUILD)/bench/%: tests/bench/%.c $(LIBS)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(LIBS) $(DEP_LIBS)
+
 # libFuzzer targets: clang, ASan + UBSan, and only the code under test
 # (FUZZ_LINK_<target>: its sources; FUZZ_LIBS_<target>: its libraries).
 FUZZ_LINK_fuzz_sip_parse := edge/sip_msg.c
