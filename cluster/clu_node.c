@@ -989,6 +989,16 @@ const struct clu_rec *clu_node_get(const struct clu_node *n, const char *key)
 	return clu_store_get(n->store, key, wall_ms(n));
 }
 
+void clu_node_on_record(struct clu_node *n, clu_store_fn fn, void *arg)
+{
+	clu_store_on_change(n->store, fn, arg);
+}
+
+const char *clu_node_name(const struct clu_node *n)
+{
+	return n->name;
+}
+
 const struct clu_store *clu_node_store(const struct clu_node *n)
 {
 	return n->store;

@@ -77,6 +77,10 @@ int clu_node_put(struct clu_node *n, const char *key, const void *value, size_t 
                  uint64_t ttl_ms);
 int clu_node_delete(struct clu_node *n, const char *key);
 const struct clu_rec *clu_node_get(const struct clu_node *n, const char *key);
+/* Replaces the callback of clu_config.on_record. */
+void clu_node_on_record(struct clu_node *n, clu_store_fn fn, void *arg);
+/* This node's name. */
+const char *clu_node_name(const struct clu_node *n);
 const struct clu_store *clu_node_store(const struct clu_node *n);
 void clu_node_get_stats(const struct clu_node *n, struct clu_node_stats *out);
 

@@ -58,6 +58,7 @@ struct proxy {
 	struct router *router;
 	struct list_node stateless;  /* stateless forwards waiting for a route */
 	struct clu_node *cluster;    /* not owned; NULL: a pool of one */
+	ev_timer share_timer;        /* publishes our part of the partners' counts */
 	struct dlg_registry *dialogs; /* in the cluster's store, or our own */
 	struct sip_txn_table server_txns;
 	struct sip_txn_table client_txns;
@@ -1287,6 +1288,55 @@ static const struct conn_handler proxy_handler = {
 	.on_down = on_down,
 };
 
+/* ---- the discovered partners' counts, pool-wide ---- */
+
+#define THR_KEY_PREFIX "thr/"
+#define SHARE_INTERVAL 1.0   /* seconds between publications of our counts */
+
+/* Our part of a partner's counts goes to the store: "thr/<domain>/<node>". */
+static void publish_part(void *arg, const char *domain, uint64_t period,
+                         const struct thr_part *part)
+{
+	struct proxy *px = arg;
+	char key[320], value[96];
+	snprintf(key, sizeof(key), THR_KEY_PREFIX "%s/%s", domain, clu_node_name(px->cluster));
+	int n = snprintf(value, sizeof(value), "%llu %u %u %u", (unsigned long long)period,
+	                 part->contacts, part->responses, part->failures);
+	uint64_t ttl_ms = (uint64_t)px->cfg->edge.discovered_report_period_min * 2 * 60000;
+	clu_node_put(px->cluster, key, value, (size_t)n, ttl_ms);
+}
+
+static void share_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct proxy *px = w->data;
+	thr_set_pool_size(px->thr, clu_alive_count(clu_node_members(px->cluster)));
+	thr_take_changes(px->thr, publish_part, px);
+}
+
+/* Another node's part of a partner's counts, from the store. */
+static void on_record(void *arg, const struct clu_rec *r)
+{
+	struct proxy *px = arg;
+	char domain[256], value[96];
+	const char *rest, *slash;
+	struct thr_part part;
+	unsigned long long period;
+	if (strncmp(r->key, THR_KEY_PREFIX, strlen(THR_KEY_PREFIX)) != 0 || r->tombstone ||
+	    strcmp(r->origin, clu_node_name(px->cluster)) == 0)
+		return;
+	rest = r->key + strlen(THR_KEY_PREFIX);
+	slash = strrchr(rest, '/');
+	if (!slash || (size_t)(slash - rest) >= sizeof(domain) || r->len >= sizeof(value))
+		return;
+	memcpy(domain, rest, (size_t)(slash - rest));
+	domain[slash - rest] = '\0';
+	memcpy(value, r->value, r->len);
+	value[r->len] = '\0';
+	if (sscanf(value, "%llu %u %u %u", &period, &part.contacts, &part.responses,
+	           &part.failures) == 4)
+		thr_set_remote(px->thr, domain, slash + 1, period, &part, ev_now(px->loop));
+}
+
 /* ---- setup ---- */
 
 static void set_limits(struct conn_limits *lim, const struct edge_cfg *cfg, size_t max_msg)
@@ -1371,6 +1421,12 @@ struct proxy *proxy_new(struct ev_loop *loop, const struct edge_cfg *cfg, struct
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
+	if (cluster) {
+		clu_node_on_record(cluster, on_record, px);
+		ev_timer_init(&px->share_timer, share_cb, SHARE_INTERVAL, SHARE_INTERVAL);
+		px->share_timer.data = px;
+		ev_timer_start(loop, &px->share_timer);
+	}
 	if (listen_all(px, cfg->internal_listen, cfg->ninternal_listen, CONN_INTERNAL,
 	               &px->lim_internal, err, errlen) < 0 ||
 	    listen_all(px, cfg->external_listen, cfg->nexternal_listen, CONN_EXTERNAL,
@@ -1396,6 +1452,10 @@ void proxy_free(struct proxy *px)
 {
 	if (!px)
 		return;
+	if (px->cluster) {
+		ev_timer_stop(px->loop, &px->share_timer);
+		clu_node_on_record(px->cluster, NULL, NULL);
+	}
 	/* Connections first: their on_down fails what is pending on them. */
 	conn_mgr_free(px->conns);
 	px->conns = NULL;

@@ -7,13 +7,17 @@
  * (user enumeration); one whose final responses are mostly failures is
  * suspicious and held to 1 request per second until the period ends.
  *
- * The state is per node for now (the cluster makes it pool-wide). Time is
- * passed in, in seconds, so the table needs no clock of its own.
+ * In a pool, each node counts its own part and learns the others' parts
+ * (thr_take_changes(), thr_set_remote()): contacts and responses are summed
+ * over the pool, and each node takes an equal share of the rate. Periods
+ * are aligned on the wall clock, so every node counts the same one. Time
+ * is passed in, in wall-clock seconds, so the table needs no clock.
  */
 #ifndef EDGE_THR_H
 #define EDGE_THR_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct thr_limits {
 	unsigned rate;              /* requests per second; the burst is one second's worth */
@@ -59,6 +63,24 @@ void thr_admit(struct thr_table *t, const char *domain, const char *contact, siz
 /* Notes a final response status to a request of domain's. Returns 1 when
  * the partner just became suspicious. */
 int thr_response(struct thr_table *t, const char *domain, unsigned status, double now);
+
+/* One node's part of a partner's counts in a period. */
+struct thr_part {
+	unsigned contacts;          /* distinct internal users it addressed */
+	unsigned responses, failures;
+};
+
+/* The live nodes of the pool: each enforces rate / nodes. */
+void thr_set_pool_size(struct thr_table *t, unsigned nodes);
+
+/* Another node's part for domain in period (now / period_s, rounded down). */
+void thr_set_remote(struct thr_table *t, const char *domain, const char *node, uint64_t period,
+                    const struct thr_part *part, double now);
+
+/* Calls fn for every partner whose part of ours changed since the last call. */
+typedef void (*thr_part_fn)(void *arg, const char *domain, uint64_t period,
+                            const struct thr_part *part);
+void thr_take_changes(struct thr_table *t, thr_part_fn fn, void *arg);
 
 struct thr_stats {
 	unsigned partners;          /* tracked now */

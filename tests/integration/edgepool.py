@@ -188,7 +188,8 @@ def config_from_template(path, **values):
 
 def edge_config(*, pool_fqdn, domains, ca, cert, key, internal, next_hop, external,
                 partners=(), status_port=None, log_level="debug", internal_max_kb=None,
-                limits=None, access_edge=None, policies=None, dns=None, sections=None):
+                limits=None, access_edge=None, policies=None, dns=None, sections=None,
+                status_host="127.0.0.1"):
     """The text of an edged configuration. internal/next_hop/external are (host, port).
 
     partners: [{"domains": [...], "fqdn": ..., "address": ..., "port": ...}], each
@@ -196,7 +197,8 @@ def edge_config(*, pool_fqdn, domains, ca, cert, key, internal, next_hop, extern
     access_edge: settings over {"allow_federated_users": True}. policies: the
     external access policies (default: a global one permitting federation).
     dns: (host, port) of the resolver. sections: more top-level sections, as
-    libconfig_text() renders them (allowed_domains given here replace partners')."""
+    libconfig_text() renders them (allowed_domains given here replace partners').
+    status_host: the address the status listener binds (with status_port)."""
     def strs(values):
         return ", ".join(f'"{v}"' for v in values)
 
@@ -227,7 +229,7 @@ def edge_config(*, pool_fqdn, domains, ca, cert, key, internal, next_hop, extern
         f'external = {{ listen = ( {{ address = "{external[0]}"; port = {external[1]}; }} ); }};',
     ]
     if status_port:
-        lines.append(f'status = {{ address = "127.0.0.1"; port = {status_port}; }};')
+        lines.append(f'status = {{ address = "{status_host}"; port = {status_port}; }};')
     if limits:
         lines.append("limits = { " + " ".join(f"{k} = {v};" for k, v in limits.items()) + " };")
     return "\n".join(lines) + "\n" + libconfig_text(settings)
@@ -236,7 +238,7 @@ def edge_config(*, pool_fqdn, domains, ca, cert, key, internal, next_hop, extern
 class Edge:
     """One edged process on a configuration file, with its log captured."""
 
-    def __init__(self, workdir, name, config_text, ports, wrapper=()):
+    def __init__(self, workdir, name, config_text, ports, wrapper=(), status_host="127.0.0.1"):
         self.name = name
         self.dir = Path(workdir)
         self.conf = self.dir / f"{name}.conf"
@@ -245,8 +247,10 @@ class Edge:
         self.ports = ports            # [(host, port)] that must accept once started
         self.wrapper = list(wrapper)  # e.g. valgrind
         self.proc = None
+        self.status_host = status_host  # where status() asks: the config's status address
         self.status_port = None
-        m = re.search(r"status = \{ address = \"127.0.0.1\"; port = (\d+);", config_text)
+        m = re.search(rf"status = \{{ address = \"{re.escape(status_host)}\"; port = (\d+);",
+                      config_text)
         if m:
             self.status_port = int(m.group(1))
 
@@ -273,7 +277,8 @@ class Edge:
         return self.proc is not None and self.proc.poll() is None
 
     def status(self):
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.status_port}/status", timeout=2) as r:
+        with urllib.request.urlopen(f"http://{self.status_host}:{self.status_port}/status",
+                                    timeout=2) as r:
             return json.loads(r.read())
 
     def stop(self, timeout=30.0):

@@ -61,7 +61,7 @@ static void test_contacts_limit(void **state)
 		assert_int_equal(admit(t, "a.test", users[i], now, NULL), i < 3 ? THR_PASS : THR_BLOCKED);
 	assert_int_equal(admit(t, "A.Test", "u1@c.test", now, &res), THR_BLOCKED);
 	assert_int_equal(res.changed, 0);
-	assert_int_equal(res.retry_after, 3600 - 4);
+	assert_int_equal(res.retry_after, 3600 - 14); /* periods are aligned on the wall clock */
 	/* A new period forgets it all. */
 	assert_int_equal(admit(t, "a.test", "u9@c.test", 10 + 3600, &res), THR_PASS);
 	thr_free(t);
@@ -150,6 +150,69 @@ static void test_partner_cap(void **state)
 	thr_free(t);
 }
 
+/* A pool of nodes: the others' parts count, the rate is shared. */
+static void test_pool_parts(void **state)
+{
+	struct thr_table *t = thr_new(&LIM);
+	struct thr_result res;
+	struct thr_part two = { .contacts = 2 };
+	/* Another node saw 2 users of a.test in this period (0), and 9 in an old one. */
+	thr_set_remote(t, "a.test", "n2", 0, &two, 10);
+	struct thr_part old = { .contacts = 9 };
+	thr_set_remote(t, "a.test", "n3", 7, &old, 10);
+	assert_int_equal(admit(t, "a.test", "u1@c.test", 10, NULL), THR_PASS);   /* 3 in the pool */
+	assert_int_equal(admit(t, "a.test", "u2@c.test", 11, &res), THR_BLOCKED); /* 4 > 3 */
+	assert_int_equal(res.changed, 1);
+	/* A remote part alone can block: the next request sees it. */
+	struct thr_part four = { .contacts = 4 };
+	thr_set_remote(t, "b.test", "n2", 0, &four, 12);
+	assert_int_equal(admit(t, "b.test", "u1@c.test", 12, NULL), THR_BLOCKED);
+	/* Suspicion on the pool's responses: 19 failures elsewhere, 1 here. */
+	struct thr_part failing = { .contacts = 1, .responses = 19, .failures = 19 };
+	thr_set_remote(t, "c.test", "n2", 0, &failing, 13);
+	admit(t, "c.test", "u1@c.test", 13, NULL);
+	assert_int_equal(thr_response(t, "c.test", 404, 13), 1);
+	thr_free(t);
+}
+
+struct taken {
+	int n;
+	char domain[32];
+	struct thr_part part;
+};
+
+static void take(void *arg, const char *domain, uint64_t period, const struct thr_part *part)
+{
+	struct taken *tk = arg;
+	tk->n++;
+	snprintf(tk->domain, sizeof(tk->domain), "%s", domain);
+	tk->part = *part;
+	assert_int_equal(period, 0);
+}
+
+static void test_changes_and_rate_share(void **state)
+{
+	struct thr_table *t = thr_new(&LIM);
+	struct taken tk = { 0 };
+	admit(t, "a.test", "u1@c.test", 1, NULL);
+	admit(t, "a.test", "u2@c.test", 1, NULL);
+	thr_response(t, "a.test", 200, 1);
+	thr_take_changes(t, take, &tk);
+	assert_int_equal(tk.n, 1);
+	assert_string_equal(tk.domain, "a.test");
+	assert_int_equal(tk.part.contacts, 2);
+	assert_int_equal(tk.part.responses, 1);
+	thr_take_changes(t, take, &tk);
+	assert_int_equal(tk.n, 1); /* nothing new */
+	/* Two nodes share 5/s: each lets 2 through in a burst (a new partner's bucket). */
+	thr_set_pool_size(t, 2);
+	int passed = 0;
+	for (int i = 0; i < 10; i++)
+		passed += admit(t, "b.test", "u@c.test", 100, NULL) == THR_PASS;
+	assert_int_equal(passed, 2);
+	thr_free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -160,6 +223,8 @@ int main(void)
 		cmocka_unit_test(test_suspicious),
 		cmocka_unit_test(test_mostly_successful_is_not_suspicious),
 		cmocka_unit_test(test_partner_cap),
+		cmocka_unit_test(test_pool_parts),
+		cmocka_unit_test(test_changes_and_rate_share),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
