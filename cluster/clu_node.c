@@ -51,6 +51,18 @@ struct stream {
 	int got_header, sent_end, got_end;
 };
 
+/* A write waiting for another member to confirm it holds it. */
+struct clu_confirm {
+	struct list_node link;
+	struct clu_node *node;
+	char *key;
+	uint32_t seq;                /* of the ping that carries it now */
+	ev_timer attempt;            /* the next try */
+	ev_timer deadline;
+	clu_confirm_fn done;
+	void *arg;
+};
+
 struct clu_node {
 	struct ev_loop *loop;
 	struct clu_config cfg;
@@ -69,6 +81,7 @@ struct clu_node {
 	struct relay relays[RELAYS_MAX];
 	unsigned nrelays;
 	struct list_node streams;
+	struct list_node confirms;
 	struct clu_node_stats stats;
 	uint8_t *plain, *sealed;   /* packet_max bytes each: what we send */
 	uint8_t *rbuf, *rplain;    /* RECV_MAX bytes each: what we receive */
@@ -278,6 +291,59 @@ static void apply_gossip(struct clu_node *n, const clu_gossip *g)
 	}
 }
 
+static void confirm_free(struct clu_confirm *c)
+{
+	list_del(&c->link);
+	ev_timer_stop(c->node->loop, &c->attempt);
+	ev_timer_stop(c->node->loop, &c->deadline);
+	free(c->key);
+	free(c);
+}
+
+static void confirm_finish(struct clu_confirm *c, int status)
+{
+	clu_confirm_fn done = c->done;
+	void *arg = c->arg;
+	confirm_free(c);
+	done(arg, status);
+}
+
+/* Sends the record to a live member with a ping; its ack confirms it. */
+static void confirm_attempt_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct clu_confirm *c = w->data;
+	struct clu_node *n = c->node;
+	const struct clu_member *peer;
+	const struct clu_rec *r = clu_store_get(n->store, c->key, wall_ms(n));
+	if (!r || clu_pick_relays(n->m, "", &peer, 1) != 1) {
+		confirm_finish(c, -1); /* gone meanwhile, or nobody to hold it */
+		return;
+	}
+	clu_packet p = EDGEPOOL__CLUSTER__V1__PACKET__INIT;
+	Edgepool__Cluster__V1__Ping ping = EDGEPOOL__CLUSTER__V1__PING__INIT;
+	clu_gossip g = EDGEPOOL__CLUSTER__V1__GOSSIP__INIT, *gp = &g;
+	clu_record msg;
+	rec_to_msg(r, &msg);
+	g.item_case = EDGEPOOL__CLUSTER__V1__GOSSIP__ITEM_RECORD;
+	g.record = &msg;
+	c->seq = ++n->seq;
+	ping.seq = c->seq;
+	ping.target = (char *)peer->name;
+	p.probe_case = EDGEPOOL__CLUSTER__V1__PACKET__PROBE_PING;
+	p.ping = &ping;
+	p.n_gossip = 1;
+	p.gossip = &gp;
+	send_packet(n, (const struct sockaddr *)&peer->addr, peer->addrlen, &p);
+	/* No ack within a probe timeout: another member, another try. */
+	ev_timer_set(w, clu_probe_timeout(n->m), 0);
+	ev_timer_start(loop, w);
+}
+
+static void confirm_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	confirm_finish(w->data, -1);
+}
+
 static void on_ack(struct clu_node *n, uint32_t seq)
 {
 	if (n->probe.active && n->probe.seq == seq && !n->probe.acked) {
@@ -285,6 +351,14 @@ static void on_ack(struct clu_node *n, uint32_t seq)
 		n->probe.acked = ev_is_active(&n->probe_timeout_timer) ? 2 : 1;
 		ev_timer_stop(n->loop, &n->probe_timeout_timer);
 		return;
+	}
+	struct list_node *it;
+	for (it = n->confirms.next; it != &n->confirms; it = it->next) {
+		struct clu_confirm *c = list_entry(it, struct clu_confirm, link);
+		if (c->seq == seq) {
+			confirm_finish(c, 0);
+			return;
+		}
 	}
 	for (unsigned i = 0; i < n->nrelays; i++) {
 		struct relay *r = &n->relays[i];
@@ -879,6 +953,7 @@ struct clu_node *clu_node_new(struct ev_loop *loop, const struct clu_config *cfg
 	n->cfg = *cfg;
 	n->udp = n->tcp = -1;
 	list_init(&n->streams);
+	list_init(&n->confirms);
 	snprintf(n->name, sizeof(n->name), "%s", cfg->name);
 	n->cfg.name = n->name;
 	n->cfg.keys = NULL;
@@ -949,6 +1024,8 @@ void clu_node_leave_and_free(struct clu_node *n)
 	}
 	while (!list_empty(&n->streams))
 		stream_free(list_entry(n->streams.next, struct stream, link), 0);
+	while (!list_empty(&n->confirms))
+		confirm_free(list_entry(n->confirms.next, struct clu_confirm, link));
 	ev_io_stop(n->loop, &n->udp_io);
 	ev_io_stop(n->loop, &n->tcp_io);
 	ev_timer_stop(n->loop, &n->probe_timer);
@@ -987,6 +1064,35 @@ int clu_node_delete(struct clu_node *n, const char *key)
 const struct clu_rec *clu_node_get(const struct clu_node *n, const char *key)
 {
 	return clu_store_get(n->store, key, wall_ms(n));
+}
+
+struct clu_confirm *clu_node_put_confirmed(struct clu_node *n, const char *key, const void *value,
+                                           size_t len, uint64_t ttl_ms, double timeout,
+                                           clu_confirm_fn done, void *arg)
+{
+	struct clu_confirm *c = calloc(1, sizeof(*c));
+	if (!c || !(c->key = strdup(key)) || clu_node_put(n, key, value, len, ttl_ms) < 0) {
+		if (c)
+			free(c->key);
+		free(c);
+		return NULL;
+	}
+	c->node = n;
+	c->done = done;
+	c->arg = arg;
+	list_add_tail(&n->confirms, &c->link);
+	ev_timer_init(&c->attempt, confirm_attempt_cb, 0, 0); /* from the loop, never from here */
+	ev_timer_init(&c->deadline, confirm_deadline_cb, timeout, 0);
+	c->attempt.data = c->deadline.data = c;
+	ev_timer_start(n->loop, &c->attempt);
+	ev_timer_start(n->loop, &c->deadline);
+	return c;
+}
+
+void clu_node_cancel_confirm(struct clu_confirm *c)
+{
+	if (c)
+		confirm_free(c);
 }
 
 void clu_node_on_record(struct clu_node *n, clu_store_fn fn, void *arg)

@@ -77,6 +77,23 @@ int clu_node_put(struct clu_node *n, const char *key, const void *value, size_t 
                  uint64_t ttl_ms);
 int clu_node_delete(struct clu_node *n, const char *key);
 const struct clu_rec *clu_node_get(const struct clu_node *n, const char *key);
+/*
+ * Writes key as clu_node_put() does, then confirms that another member
+ * holds it: the record goes to one live member with a ping, and its ack is
+ * the proof (a member applies a packet's news before it answers). done(arg,
+ * 0) when a member has it; done(arg, -1) when none did within timeout
+ * seconds, or there is no other member. done comes from the loop, exactly
+ * once, unless clu_node_cancel_confirm() comes first. Returns NULL when the
+ * write itself failed (store full, out of memory): done is then not called.
+ * Freeing the node drops pending confirmations without their callbacks.
+ */
+struct clu_confirm;
+typedef void (*clu_confirm_fn)(void *arg, int status);
+struct clu_confirm *clu_node_put_confirmed(struct clu_node *n, const char *key, const void *value,
+                                           size_t len, uint64_t ttl_ms, double timeout,
+                                           clu_confirm_fn done, void *arg);
+void clu_node_cancel_confirm(struct clu_confirm *c);
+
 /* Replaces the callback of clu_config.on_record. */
 void clu_node_on_record(struct clu_node *n, clu_store_fn fn, void *arg);
 /* This node's name. */

@@ -190,6 +190,65 @@ static void test_pool(void **state)
 	ev_loop_destroy(loop);
 }
 
+/* Confirmation: when done says 0, another node holds the record already. */
+struct confirm_result {
+	int calls, status, held_elsewhere;
+	struct pool *p;
+};
+
+static void on_confirmed(void *arg, int status)
+{
+	struct confirm_result *cr = arg;
+	cr->calls++;
+	cr->status = status;
+	for (unsigned i = 1; i < cr->p->count; i++)
+		if (clu_node_get(cr->p->n[i], "dialog/sync"))
+			cr->held_elsewhere = 1;
+}
+
+static int confirmed(void *arg)
+{
+	return ((struct confirm_result *)arg)->calls > 0;
+}
+
+static void test_confirmed_write(void **state)
+{
+	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+	uint16_t p1 = free_port(), p2 = free_port(), p3 = free_port();
+	struct sockaddr_storage seed = loopback(p1);
+	struct pool p = { .count = 3, .want = 3 };
+	p.n[0] = start(loop, "n1", p1, NULL, KEY);
+	p.n[1] = start(loop, "n2", p2, &seed, KEY);
+	p.n[2] = start(loop, "n3", p3, &seed, KEY);
+	assert_true(run_until(loop, all_alive, &p, 5));
+	struct confirm_result cr = { .p = &p };
+	assert_non_null(clu_node_put_confirmed(p.n[0], "dialog/sync", "v", 1, 0, 2.0, on_confirmed, &cr));
+	assert_int_equal(cr.calls, 0); /* never from inside the call */
+	assert_true(run_until(loop, confirmed, &cr, 3));
+	assert_int_equal(cr.calls, 1);
+	assert_int_equal(cr.status, 0);
+	assert_true(cr.held_elsewhere);
+	/* A cancelled confirmation says nothing. */
+	struct confirm_result quiet = { .p = &p };
+	clu_node_cancel_confirm(clu_node_put_confirmed(p.n[0], "dialog/x", "v", 1, 0, 2.0,
+	                                               on_confirmed, &quiet));
+	run_until(loop, confirmed, &quiet, 0.5);
+	assert_int_equal(quiet.calls, 0);
+	for (unsigned i = 0; i < p.count; i++)
+		clu_node_leave_and_free(p.n[i]);
+	/* Alone: nobody can hold it. */
+	uint16_t p9 = free_port();
+	struct pool alone = { .count = 1 };
+	alone.n[0] = start(loop, "n9", p9, NULL, KEY);
+	struct confirm_result lonely = { .p = &alone };
+	assert_non_null(clu_node_put_confirmed(alone.n[0], "dialog/sync", "v", 1, 0, 2.0,
+	                                       on_confirmed, &lonely));
+	assert_true(run_until(loop, confirmed, &lonely, 3));
+	assert_int_equal(lonely.status, -1);
+	clu_node_leave_and_free(alone.n[0]);
+	ev_loop_destroy(loop);
+}
+
 static int stranger_failed(void *arg)
 {
 	struct clu_node_stats st;
@@ -217,6 +276,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_pool),
 		cmocka_unit_test(test_stranger),
+		cmocka_unit_test(test_confirmed_write),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
