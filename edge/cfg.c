@@ -593,7 +593,7 @@ static int load_cluster(struct loader *ld, const config_setting_t *root)
 	                                    "probe_interval_ms", "probe_timeout_ms",
 	                                    "gossip_interval_ms", "pushpull_interval_s",
 	                                    "suspicion_mult", "indirect_checks", "retransmit_mult",
-	                                    NULL };
+	                                    "replication", "replication_timeout_ms", NULL };
 	if (!g)
 		return 0;
 	if (check_members(ld, g, keys) < 0)
@@ -636,6 +636,15 @@ static int load_cluster(struct loader *ld, const config_setting_t *root)
 	free(joins);
 	if (rc < 0)
 		return -1;
+	const char *mode;
+	if (get_string(ld, g, "replication", "async", &mode) < 0 ||
+	    get_uint(ld, g, "replication_timeout_ms", 10, 10000, 500, &c->replication_timeout_ms) < 0)
+		return -1;
+	if (strcmp(mode, "sync") == 0)
+		c->sync_dialogs = 1;
+	else if (strcmp(mode, "async") != 0)
+		return fail(ld, setting(g, "replication"), "unknown replication '%s' (async or sync)",
+		            mode);
 	return get_uint(ld, g, "probe_interval_ms", 50, 60000, 1000, &c->probe_interval_ms) < 0 ||
 	       get_uint(ld, g, "probe_timeout_ms", 10, 60000, 500, &c->probe_timeout_ms) < 0 ||
 	       get_uint(ld, g, "gossip_interval_ms", 10, 60000, 200, &c->gossip_interval_ms) < 0 ||

@@ -111,6 +111,8 @@ struct cfg_cluster {
 	unsigned njoin;
 	unsigned probe_interval_ms, probe_timeout_ms, gossip_interval_ms, pushpull_interval_s;
 	unsigned suspicion_mult, indirect_checks, retransmit_mult;
+	int sync_dialogs;         /* replication = "sync": a 2xx waits until a peer holds the dialog */
+	unsigned replication_timeout_ms; /* how long it waits at most */
 };
 
 /* The resolver of partner discovery (c-ares). */

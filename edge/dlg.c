@@ -75,6 +75,27 @@ int dlg_note(struct dlg_registry *r, struct sip_str call_id, struct sip_str inte
 	       ? 0 : -1;
 }
 
+struct clu_confirm *dlg_note_confirmed(struct dlg_registry *r, struct sip_str call_id,
+                                       struct sip_str internal_tag, struct sip_str partner_domain,
+                                       uint64_t ttl_ms, double timeout,
+                                       void (*done)(void *arg, int status), void *arg)
+{
+	char key[520];
+	if (!r->cluster) {
+		dlg_note(r, call_id, internal_tag, partner_domain, ttl_ms);
+		return NULL;
+	}
+	if (key_of(key, sizeof(key), call_id, internal_tag) < 0)
+		return NULL;
+	return clu_node_put_confirmed(r->cluster, key, partner_domain.s, partner_domain.len, ttl_ms,
+	                              timeout, done, arg);
+}
+
+void dlg_cancel(struct clu_confirm *c)
+{
+	clu_node_cancel_confirm(c);
+}
+
 enum dlg_verdict dlg_check(const struct dlg_registry *r, struct sip_str call_id,
                            struct sip_str internal_tag, struct sip_str partner_domain)
 {

@@ -28,6 +28,19 @@ void dlg_free(struct dlg_registry *r);
 int dlg_note(struct dlg_registry *r, struct sip_str call_id, struct sip_str internal_tag,
              struct sip_str partner_domain, uint64_t ttl_ms);
 
+/*
+ * As dlg_note(), and done(arg, status) once another node of the pool holds
+ * the dialog (status 0) or none did in time (-1). Returns a handle for
+ * dlg_cancel(), or NULL when there is no pool (or the store refuses): then
+ * the dialog is noted as dlg_note() does, and done is not called.
+ */
+struct clu_confirm;
+struct clu_confirm *dlg_note_confirmed(struct dlg_registry *r, struct sip_str call_id,
+                                       struct sip_str internal_tag, struct sip_str partner_domain,
+                                       uint64_t ttl_ms, double timeout,
+                                       void (*done)(void *arg, int status), void *arg);
+void dlg_cancel(struct clu_confirm *c);
+
 enum dlg_verdict {
 	DLG_UNKNOWN,        /* no such dialog (never, ended, or expired) */
 	DLG_KNOWN,

@@ -85,6 +85,8 @@ struct ptx {
 	int cancel_pending;          /* CANCEL received before any provisional */
 	char *last_resp;             /* answered to retransmissions of the request */
 	size_t last_resp_len;
+	struct sip_msg *held;        /* a 2xx waiting for the pool to hold its dialog */
+	struct clu_confirm *confirm; /* that wait */
 	ev_timer srv_timer;
 	ev_timer cli_timer;
 	char branch[SIP_TXN_BRANCH_LEN + 1];
@@ -191,6 +193,8 @@ static void ptx_free(struct ptx *t)
 	sip_txn_del(&px->client_txns, &t->cli_link);
 	list_del(&t->out_link);
 	rt_cancel(t->routing);
+	dlg_cancel(t->confirm);
+	sip_msg_free(t->held);
 	rt_decision_clear(&t->route);
 	sip_msg_free(t->req);
 	sip_msg_free(t->fwd);
@@ -602,8 +606,28 @@ static void dialog_of(const struct ptx *t, const struct sip_msg *resp, struct si
 	}
 }
 
-/* A 2xx to t's request: a dialog begins, is refreshed, or ends. */
-static void dialog_answered(struct proxy *px, const struct ptx *t, const struct sip_msg *resp)
+/* The pool holds the dialog of a held 2xx (status 0), or not in time: relay it now. */
+static void dialog_confirmed(void *arg, int status)
+{
+	struct ptx *t = arg;
+	struct sip_msg *resp = t->held;
+	t->confirm = NULL;
+	t->held = NULL;
+	if (status < 0)
+		log_warning("call-id=%.*s: no other node confirmed the dialog in time; relaying its 2xx",
+		            SPAN(t->req->call_id));
+	ptx_respond(t, resp);
+	t->px->stats.responses_forwarded++;
+	sip_msg_free(resp);
+	ptx_settle(t);
+}
+
+/*
+ * A 2xx to t's request: a dialog begins, is refreshed, or ends. With
+ * synchronous replication, a dialog that begins is confirmed by the pool
+ * first: returns 1 when it took over resp to relay it then.
+ */
+static int dialog_answered(struct proxy *px, struct ptx *t, struct sip_msg *resp)
 {
 	struct sip_str tag, partner;
 	const struct sip_msg *req = t->req;
@@ -618,19 +642,29 @@ static void dialog_answered(struct proxy *px, const struct ptx *t, const struct 
 		ttl = expires_of(resp, expires_of(req, SUBSCRIPTION_DEFAULT_S)) * 1000ull;
 		if (ttl == 0) {
 			dlg_end(px->dialogs, req->call_id, tag);
-			return;
+			return 0;
 		}
 		ttl += SUBSCRIPTION_GRACE_MS;
 		break;
 	case SIP_BYE:
 		dlg_end(px->dialogs, req->call_id, tag);
-		return;
+		return 0;
 	default:
-		return;
+		return 0;
 	}
-	if (dlg_note(px->dialogs, req->call_id, tag, partner, ttl) < 0)
+	const struct cfg_cluster *cc = px->cfg->cluster;
+	if (cc && cc->sync_dialogs && creates_dialog(req)) {
+		t->confirm = dlg_note_confirmed(px->dialogs, req->call_id, tag, partner, ttl,
+		                                cc->replication_timeout_ms / 1000.0, dialog_confirmed, t);
+		if (t->confirm) {
+			t->held = resp;
+			return 1;
+		}
+	} else if (dlg_note(px->dialogs, req->call_id, tag, partner, ttl) < 0) {
 		log_warning("call-id=%.*s: the dialog could not be stored (store full)",
 		            SPAN(req->call_id));
+	}
+	return 0;
 }
 
 static void record_route_value(const struct proxy *px, enum conn_side side, char *out, size_t len)
@@ -1186,8 +1220,12 @@ static void handle_response(struct proxy *px, struct conn *c, struct sip_msg *m)
 		return;
 	}
 	if (m->status < 300) {
-		if (t->in_side != conn_side(c))
-			dialog_answered(px, t, m);
+		if (t->held) {
+			/* A retransmission while the first waits for the pool: that one goes. */
+			sip_msg_free(m);
+			return;
+		}
+		int held = t->in_side != conn_side(c) && dialog_answered(px, t, m);
 		if (invite) {
 			if (t->cli != CLI_ACCEPTED) {
 				t->cli = CLI_ACCEPTED;
@@ -1197,6 +1235,8 @@ static void handle_response(struct proxy *px, struct conn *c, struct sip_msg *m)
 		} else {
 			ptx_cli_done(t);
 		}
+		if (held)
+			return; /* dialog_confirmed() relays it */
 		ptx_respond(t, m);
 		px->stats.responses_forwarded++;
 		sip_msg_free(m);
