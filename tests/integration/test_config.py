@@ -180,12 +180,14 @@ def _set(path, value):
     (_set(("cluster", "keys"), ["c2hvcnQ="]), '"c2hvcnQ="', "32 bytes in base64"),
     (_set(("cluster", "join"), ["edge-2:7946"]), '"edge-2:7946"', "numeric address:port"),
     (_set(("cluster", "name"), "edge 1"), '"edge 1"', "not a node name"),
+    (_set(("cluster", "replication"), "eventually"), '"eventually"', "async or sync"),
     # A misspelt setting is as wrong as a misspelt section (which edged refuses).
     (_set(("limits", "max_conections"), 10), "max_conections", "max_conections"),
 ], ids=["partner-port-0", "next-hop-transport", "external-transport", "listen-address",
         "negative-limit", "fqdn-type", "domain-allowed-twice", "blocked-and-allowed",
         "bad-domain", "bad-user-pattern", "outgoing-tls-count", "verification-level",
-        "dns-server-name", "cluster-key", "cluster-join", "cluster-name", "unknown-setting"])
+        "dns-server-name", "cluster-key", "cluster-join", "cluster-name", "cluster-replication",
+        "unknown-setting"])
 def test_semantic_errors_from_dict(pki, tmp_path, change, marker, message):
     config = full_config(pki)
     change(config)
