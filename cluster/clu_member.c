@@ -69,7 +69,8 @@ void clu_timing_lan(struct clu_timing *t)
 		.suspicion_mult = 4,
 		.suspicion_max_mult = 6,
 		.awareness_max = 8,
-		.dead_forget = 30,
+		.dead_forget = 86400,   /* serf's reconnect_timeout */
+		.left_forget = 30,
 	};
 }
 
@@ -550,6 +551,16 @@ const struct clu_member *clu_next_probe(struct clu_members *m)
 	return NULL;
 }
 
+const struct clu_member *clu_pick_dead(struct clu_members *m)
+{
+	const struct clu_member *pick = NULL;
+	unsigned dead = 0;
+	for (unsigned i = 1; i < m->n; i++)
+		if (m->nodes[i]->pub.state == CLU_DEAD && rng_below(&m->rng, ++dead) == 0)
+			pick = &m->nodes[i]->pub;
+	return pick;
+}
+
 unsigned clu_pick_relays(struct clu_members *m, const char *target, const struct clu_member **out,
                          unsigned want)
 {
@@ -623,13 +634,13 @@ double clu_tick(struct clu_members *m, double now)
 				next = deadline;
 			}
 		}
-		if ((n->pub.state == CLU_DEAD || n->pub.state == CLU_LEFT) &&
-		    now - n->pub.since >= m->t.dead_forget) {
-			node_forget(m, i);
-			continue;
-		}
 		if (n->pub.state >= CLU_DEAD) {
-			double forget = n->pub.since + m->t.dead_forget;
+			double forget = n->pub.since + (n->pub.state == CLU_DEAD ? m->t.dead_forget
+			                                                         : m->t.left_forget);
+			if (forget <= now) {
+				node_forget(m, i);
+				continue;
+			}
 			if (!next || forget < next)
 				next = forget;
 		}

@@ -41,7 +41,9 @@ struct clu_timing {
 	double suspicion_mult;      /* LAN: 4 */
 	double suspicion_max_mult;  /* LAN: 6 */
 	unsigned awareness_max;     /* LAN: 8 */
-	double dead_forget;         /* a dead or left member is forgotten after this (LAN: 30) */
+	double dead_forget;         /* a dead member is forgotten after this; until then push-pull
+	                               tries to reach it, so that partitions heal (LAN: 86400) */
+	double left_forget;         /* a member that left is forgotten after this (LAN: 30) */
 };
 /* The LAN defaults, as memberlist's DefaultLANConfig. */
 void clu_timing_lan(struct clu_timing *t);
@@ -98,6 +100,8 @@ int clu_leave(struct clu_members *m, double now);
 
 /* The member to probe now (alive or suspect, not ourselves), or NULL when alone. */
 const struct clu_member *clu_next_probe(struct clu_members *m);
+/* A dead member, at random, or NULL: push-pull reaches out to them, so partitions heal. */
+const struct clu_member *clu_pick_dead(struct clu_members *m);
 /* Up to n other live members to ask for indirect probes of target. Returns how many. */
 unsigned clu_pick_relays(struct clu_members *m, const char *target, const struct clu_member **out,
                          unsigned n);

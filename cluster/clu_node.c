@@ -907,6 +907,9 @@ static void pushpull_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		const struct clu_member *peer;
 		if (clu_pick_relays(n->m, "", &peer, 1) == 1)
 			pushpull_with(n, &peer->addr, peer->addrlen, 0);
+		/* Reach out to one we think dead: after a partition, the other side is. */
+		if ((peer = clu_pick_dead(n->m)) != NULL)
+			pushpull_with(n, &peer->addr, peer->addrlen, 0);
 		w->repeat = n->cfg.pushpull_interval;
 	}
 	ev_timer_again(loop, w);
@@ -1087,6 +1090,19 @@ struct clu_confirm *clu_node_put_confirmed(struct clu_node *n, const char *key, 
 	ev_timer_start(n->loop, &c->attempt);
 	ev_timer_start(n->loop, &c->deadline);
 	return c;
+}
+
+void clu_node_handoff(struct clu_node *n, unsigned peers)
+{
+	const struct clu_member *to[8];
+	unsigned k = clu_pick_relays(n->m, "", to, peers < 8 ? peers : 8);
+	for (unsigned i = 0; i < k; i++)
+		pushpull_with(n, &to[i]->addr, to[i]->addrlen, 0);
+}
+
+int clu_node_busy(const struct clu_node *n)
+{
+	return !list_empty(&n->streams) || !list_empty(&n->confirms);
 }
 
 void clu_node_cancel_confirm(struct clu_confirm *c)

@@ -94,6 +94,14 @@ struct clu_confirm *clu_node_put_confirmed(struct clu_node *n, const char *key, 
                                            clu_confirm_fn done, void *arg);
 void clu_node_cancel_confirm(struct clu_confirm *c);
 
+/*
+ * Hands this node's state to the pool before it goes: a push-pull exchange
+ * with up to `peers` live members now. clu_node_busy() says whether
+ * exchanges are still under way.
+ */
+void clu_node_handoff(struct clu_node *n, unsigned peers);
+int clu_node_busy(const struct clu_node *n);
+
 /* Replaces the callback of clu_config.on_record. */
 void clu_node_on_record(struct clu_node *n, clu_store_fn fn, void *arg);
 /* This node's name. */

@@ -724,7 +724,8 @@ static int load(struct loader *ld)
 	static const char *const limits_keys[] = { "max_connections", "max_headers",
 	                                           "max_line_bytes",
 	                                           "connect_timeout_ms", "max_keep_alive_interval_s",
-	                                           "enable_white_space_keep_alive", NULL };
+	                                           "enable_white_space_keep_alive",
+	                                           "drain_timeout_s", NULL };
 	if (check_members(ld, node, node_keys) < 0 || check_members(ld, logs, log_keys) < 0 ||
 	    check_members(ld, tls, tls_keys) < 0 || check_members(ld, internal, internal_keys) < 0 ||
 	    check_members(ld, setting(internal, "next_hop"), hop_keys) < 0 ||
@@ -803,7 +804,8 @@ static int load(struct loader *ld)
 	    get_uint(ld, limits, "max_line_bytes", 256, 1 << 20, 8192, &cfg->max_line_bytes) < 0 ||
 	    get_uint(ld, limits, "connect_timeout_ms", 100, 600000, 5000, &cfg->connect_timeout_ms) < 0 ||
 	    get_uint(ld, limits, "max_keep_alive_interval_s", 1, 86400, 1200, &cfg->keepalive_s) < 0 ||
-	    get_bool(ld, limits, "enable_white_space_keep_alive", 1, &cfg->whitespace_keepalive) < 0)
+	    get_bool(ld, limits, "enable_white_space_keep_alive", 1, &cfg->whitespace_keepalive) < 0 ||
+	    get_uint(ld, limits, "drain_timeout_s", 1, 86400, 30, &cfg->drain_timeout_s) < 0)
 		return -1;
 	return 0;
 }

@@ -178,6 +178,7 @@ struct edge_cfg {
 	unsigned max_line_bytes;
 	unsigned connect_timeout_ms;
 	unsigned keepalive_s;               /* MaxKeepAliveInterval, in seconds */
+	unsigned drain_timeout_s;           /* a draining node stops after this at most */
 	int whitespace_keepalive;           /* EnableWhiteSpaceKeepAlive */
 
 	void *lc;                 /* the libconfig tree that owns the strings */

@@ -4,7 +4,8 @@
  *   edged [-c FILE] [-t] [-h]
  *
  * Runs in the foreground (a service manager keeps it running) on one libev
- * loop; SIGTERM and SIGINT stop it cleanly.
+ * loop; SIGTERM and SIGINT stop it cleanly; SIGUSR1 drains it first (no new
+ * dialogs, its state handed to the pool, then it leaves and stops).
  */
 #include <ev.h>
 #include <signal.h>
@@ -75,6 +76,40 @@ static struct clu_node *join_cluster(struct ev_loop *loop, const struct cfg_clus
 	struct clu_node *node = clu_node_new(loop, &cc, err, errlen);
 	free(seeds);
 	return node;
+}
+
+struct drain {
+	ev_signal signal;
+	ev_timer check;
+	ev_tstamp deadline;
+	double timeout;              /* limits.drain_timeout_s */
+	struct proxy *px;
+	struct clu_node *cluster;
+};
+
+/* Draining ends when nothing is under way any more, or at the deadline: then the node stops. */
+static void drain_check_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct drain *d = w->data;
+	int busy = proxy_busy(d->px) || (d->cluster && clu_node_busy(d->cluster));
+	if (busy && ev_now(loop) < d->deadline)
+		return;
+	log_notice("drained%s: stopping", busy ? " (the deadline came first)" : "");
+	ev_break(loop, EVBREAK_ALL);
+}
+
+/* SIGUSR1: stop taking new dialogs, hand our state to the pool, leave when done. */
+static void on_drain_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct drain *d = w->data;
+	if (ev_is_active(&d->check))
+		return;
+	log_notice("draining: no new dialogs; handing the state to the pool");
+	proxy_drain(d->px);
+	if (d->cluster)
+		clu_node_handoff(d->cluster, 2);
+	d->deadline = ev_now(loop) + d->timeout;
+	ev_timer_start(loop, &d->check);
 }
 
 static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
@@ -169,12 +204,20 @@ int main(int argc, char **argv)
 	ev_signal_init(&sigint, on_stop_signal, SIGINT);
 	ev_signal_start(loop, &sigterm);
 	ev_signal_start(loop, &sigint);
+	struct drain drain = { .px = px, .cluster = cluster, .timeout = cfg->drain_timeout_s };
+	ev_signal_init(&drain.signal, on_drain_signal, SIGUSR1);
+	drain.signal.data = &drain;
+	ev_timer_init(&drain.check, drain_check_cb, 0.1, 0.1);
+	drain.check.data = &drain;
+	ev_signal_start(loop, &drain.signal);
 	log_notice("ready: pool %s, configuration %s", cfg->pool_fqdn, cfg->source);
 
 	ev_run(loop, 0);
 
 	ev_signal_stop(loop, &sigterm);
 	ev_signal_stop(loop, &sigint);
+	ev_signal_stop(loop, &drain.signal);
+	ev_timer_stop(loop, &drain.check);
 	status_close(status);
 	proxy_free(px);
 	clu_node_leave_and_free(cluster);

@@ -58,6 +58,8 @@ struct proxy {
 	struct router *router;
 	struct list_node stateless;  /* stateless forwards waiting for a route */
 	struct clu_node *cluster;    /* not owned; NULL: a pool of one */
+	int draining;                /* no new dialogs: proxy_drain() */
+	unsigned long long unanswered; /* transactions without a final response yet */
 	ev_timer share_timer;        /* publishes our part of the partners' counts */
 	struct dlg_registry *dialogs; /* in the cluster's store, or our own */
 	struct sip_txn_table server_txns;
@@ -199,6 +201,8 @@ static void ptx_free(struct ptx *t)
 	sip_msg_free(t->req);
 	sip_msg_free(t->fwd);
 	free(t->last_resp);
+	if (t->srv == SRV_PROCEEDING)
+		px->unanswered--;
 	free(t);
 	px->stats.transactions--;
 }
@@ -270,6 +274,8 @@ static void ptx_respond(struct ptx *t, const struct sip_msg *resp)
 
 	if (resp->status < 200)
 		return;
+	if (t->srv == SRV_PROCEEDING)
+		px->unanswered--; /* the first final response: the state leaves PROCEEDING below */
 	int invite = t->req->method == SIP_INVITE;
 	if (invite && resp->status < 300) {
 		t->srv = SRV_ACCEPTED;
@@ -1073,6 +1079,12 @@ static void forward(struct ptx *t, struct conn *c)
 			return;
 		}
 	}
+	if (px->draining && creates_dialog(m)) {
+		ptx_reply_after(t, 503, "this node is draining: another node of the pool takes new "
+		                "dialogs", 0);
+		ptx_settle(t);
+		return;
+	}
 	t->fwd = sip_msg_clone(m);
 	if (!t->fwd) {
 		ptx_reply(t, 500, "out of memory");
@@ -1148,6 +1160,7 @@ static void handle_request(struct proxy *px, struct conn *c, struct sip_msg *m)
 		return;
 	}
 	px->stats.transactions++;
+	px->unanswered++;
 	t->px = px;
 	t->req = m;
 	t->in_conn = conn_id(c);
@@ -1513,6 +1526,17 @@ void proxy_free(struct proxy *px)
 	tls_ctx_free(px->tls_server);
 	tls_ctx_free(px->tls_client);
 	free(px);
+}
+
+void proxy_drain(struct proxy *px)
+{
+	px->draining = 1;
+}
+
+int proxy_busy(const struct proxy *px)
+{
+	/* Transactions that only absorb retransmissions (Timers L, M) need nobody. */
+	return px->unanswered > 0;
 }
 
 void proxy_get_stats(const struct proxy *px, struct proxy_stats *out)

@@ -47,6 +47,14 @@ struct clu_node;
 struct proxy *proxy_new(struct ev_loop *loop, const struct edge_cfg *cfg, struct clu_node *cluster,
                         char *err, size_t errlen);
 void proxy_free(struct proxy *px);
+
+/*
+ * Drains: requests that would begin a dialog get 503 (so partners and
+ * front ends try another node of the pool); everything else is served.
+ * proxy_busy() says whether transactions are still under way.
+ */
+void proxy_drain(struct proxy *px);
+int proxy_busy(const struct proxy *px);
 void proxy_get_stats(const struct proxy *px, struct proxy_stats *out);
 
 /* Writes the proxy's state as one JSON object; returns its length. */

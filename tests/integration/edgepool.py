@@ -527,7 +527,7 @@ class SipClient:
 
 class SipUAS:
     """A recording SIP server over TCP: answers every request 200 (or `status`,
-    a number or a function of the request) and keeps what it received, so
+    a number or a function of the request; None: no answer) and keeps what it received, so
     tests can read the headers edged added. Runs on a thread; stop() closes it.
 
     tls=(cert_path, key_path, ca_path) makes it a mutual-TLS server (a
@@ -611,6 +611,8 @@ class SipUAS:
                 if msg.start.startswith("ACK "):
                     continue
                 status = self.status(msg) if callable(self.status) else self.status
+                if status is None:
+                    continue                  # this one is never answered
                 lines = [f"SIP/2.0 {status} Answer"]
                 for name, value in msg.headers:
                     if name in ("via", "from", "call-id", "cseq"):

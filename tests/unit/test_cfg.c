@@ -235,6 +235,7 @@ static void test_defaults_when_absent(void **state)
 	assert_int_equal(cfg->max_line_bytes, 8192);
 	assert_int_equal(cfg->connect_timeout_ms, 5000);
 	assert_int_equal(cfg->keepalive_s, 1200);
+	assert_int_equal(cfg->drain_timeout_s, 30);
 	assert_int_equal(cfg->whitespace_keepalive, 1);
 	cfg_free(cfg);
 }

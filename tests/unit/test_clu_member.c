@@ -93,11 +93,20 @@ static void test_suspect_then_dead_without_confirmation(void **state)
 	assert_int_equal(clu_find(m, "edge-2")->state, CLU_DEAD);
 	assert_int_equal(ch.last_state, CLU_DEAD);
 	assert_int_equal(clu_alive_count(m), 4);
-	/* Forgotten after dead_forget. */
-	clu_tick(m, 34.0 + 29.9);
+	/* Dead members are kept for push-pull to reach (partitions heal), then forgotten. */
+	assert_string_equal(clu_pick_dead(m)->name, "edge-2");
+	clu_tick(m, 34.0 + 86400 - 1);
 	assert_non_null(clu_find(m, "edge-2"));
-	clu_tick(m, 34.0 + 30.0);
+	clu_tick(m, 34.0 + 86400);
 	assert_null(clu_find(m, "edge-2"));
+	assert_null(clu_pick_dead(m));
+	/* Members that left are forgotten sooner, and never reached out to. */
+	clu_on_dead(m, "edge-3", 1, "edge-3", 90000);
+	assert_null(clu_pick_dead(m));
+	clu_tick(m, 90000 + 29.9);
+	assert_non_null(clu_find(m, "edge-3"));
+	clu_tick(m, 90000 + 30);
+	assert_null(clu_find(m, "edge-3"));
 	clu_members_free(m);
 }
 
