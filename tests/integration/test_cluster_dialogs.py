@@ -150,3 +150,54 @@ def test_dialogs_survive_the_node_that_saw_them_begin(pool):
     assert methods.count("INVITE") == 2 and "BYE" in methods and "INFO" not in methods, methods
     assert [m.start.split()[0] for m in uas.received("sub-1")] == ["NOTIFY"]
     assert not uas.received("never")
+
+
+def test_drain(tmp_path, pki):
+    """SIGUSR1: the node takes no new dialogs (503), hands its state to the pool,
+    and stops once nothing is under way (or at drain_timeout_s), leaving the pool."""
+    a, b, uas, contoso, creds = make_pool(tmp_path, pki, "async")
+    # edge-a's front end never answers call "pending": the node stays busy until its deadline.
+    uas.status = lambda m: None if "pending" in (m.header("call-id") or "") else 200
+    a.text = a.text.replace("limits = {", "limits = { drain_timeout_s = 2;") \
+        if "limits = {" in a.text else a.text + "limits = { drain_timeout_s = 2; };\n"
+    try:
+        a.start(tmp_path)
+        b.start(tmp_path)
+        wait_for(lambda: a.edge.status()["cluster"]["alive"] == 2 and
+                 b.edge.status()["cluster"]["alive"] == 2, 10, "the pool of two")
+        c = partner(a, creds, pki)
+        try:
+            assert exchange(c, sip_request("INVITE", "sip:bob@fabrikam.test",
+                                           from_uri="sip:alice@contoso.test",
+                                           to_uri="sip:bob@fabrikam.test",
+                                           call_id="drain-1")).status == 200
+            c.send(sip_request("MESSAGE", "sip:bob@fabrikam.test", from_uri="sip:alice@contoso.test",
+                               to_uri="sip:bob@fabrikam.test", call_id="pending"))
+            wait_for(lambda: uas.received("pending"), 5, "the pending request at the front end")
+            a.edge.proc.send_signal(signal.SIGUSR1)
+            wait_for(lambda: "draining" in a.edge.log(), 5, "edge-a to drain")
+            r = exchange(c, sip_request("INVITE", "sip:bob@fabrikam.test",
+                                        from_uri="sip:alice@contoso.test",
+                                        to_uri="sip:bob@fabrikam.test", call_id="drain-2"))
+            assert r.status == 503 and "draining" in r.header("warning"), r
+        finally:
+            c.close()
+        assert a.edge.proc.wait(10) == 0                    # stopped by itself
+        assert "the deadline came first" in a.edge.log()
+        wait_for(lambda: b.edge.status()["cluster"]["members"] and
+                 {m["name"]: m["state"] for m in b.edge.status()["cluster"]["members"]}
+                 .get("edge-a") == "left", 10, "edge-b to see edge-a leave")
+        # The call goes on through edge-b: the handoff gave it the dialog.
+        c = partner(b, creds, pki)
+        try:
+            r = exchange(c, sip_request("BYE", "sip:bob@fabrikam.test", from_uri="sip:alice@contoso.test",
+                                        to_uri="sip:bob@fabrikam.test", call_id="drain-1", cseq=2,
+                                        to_tag="uas"))
+            assert r.status == 200, r
+        finally:
+            c.close()
+    finally:
+        codes = [n.edge.stop() for n in (a, b) if n.edge and n.edge.running()]
+        uas.stop()
+        contoso.stop()
+    assert set(codes) <= {0}, codes
