@@ -1467,7 +1467,7 @@ struct proxy *proxy_new(struct ev_loop *loop, const struct edge_cfg *cfg, struct
 	};
 	px->thr = thr_new(&thr_lim);
 	px->dialogs = dlg_new(cluster);
-	px->router = rt_new(loop, cfg, px->tls_client, px->dns, px->thr, &px->lim_internal,
+	px->router = rt_new(loop, cfg, px->tls_client, px->dns, px->thr, cluster, &px->lim_internal,
 	                    &px->lim_external);
 	px->conns = conn_mgr_new(loop, &proxy_handler, px, cfg->max_connections);
 	if (!px->thr || !px->dialogs || !px->router || !px->conns) {
@@ -1577,13 +1577,14 @@ size_t proxy_status_json(const struct proxy *px, char *buf, size_t len)
 	           "\"responses_forwarded\": %llu, \"rejected\": %llu, \"malformed\": %llu, "
 	           "\"connection_failures\": %llu, "
 	           "\"discovered_partners\": {\"tracked\": %u, \"blocked\": %u, "
-	           "\"suspicious\": %u, \"rate_refused\": %llu, \"contacts_refused\": %llu}, "
+	           "\"suspicious\": %u, \"pool_contacts\": %u, \"rate_refused\": %llu, "
+	           "\"contacts_refused\": %llu}, "
 	           "\"dns\": {\"queries\": %llu, \"cache_hits\": %llu, \"failures\": %llu, "
 	           "\"cached\": %u}, \"monitored_domains\": {",
 	           px->cfg->pool_fqdn, st.connections, st.transactions, st.requests_in,
 	           st.requests_forwarded, st.responses_forwarded, st.rejected, st.malformed,
 	           st.connection_failures, thr.partners, thr.blocked, thr.suspicious,
-	           thr.rate_refused, thr.contacts_refused, dns.queries, dns.cache_hits,
+	           thr.pool_contacts, thr.rate_refused, thr.contacts_refused, dns.queries, dns.cache_hits,
 	           dns.failures, dns.cached);
 	/* Domain names are checked at load: nothing in them needs escaping. */
 	unsigned nmon;

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "clu_node.h"
 #include "dns.h"
 #include "domain.h"
 #include "list.h"
@@ -14,8 +15,13 @@
 
 #define SRV_PREFIX "_sipfederationtls._tcp."
 
+/* A source verified by DNS, shared with the pool: "ver/<domain>" = the SRV target. */
+#define VERIFIED_KEY "ver/"
+#define VERIFIED_TTL_MS (600 * 1000)
+
 struct router {
 	struct ev_loop *loop;
+	struct clu_node *cluster;
 	const struct edge_cfg *cfg;
 	struct thr_table *thr;
 	struct tls_ctx *client_tls;
@@ -497,6 +503,39 @@ static int admit_discovered(struct router *r, struct rt_decision *d, const char 
 	return 0;
 }
 
+/* The pool learns that domain's edge is `name` (an SRV target inside it). */
+static void share_verified(struct router *r, const char *domain, const char *name)
+{
+	char key[300];
+	if (!r->cluster)
+		return;
+	snprintf(key, sizeof(key), VERIFIED_KEY "%s", domain);
+	const struct clu_rec *known = clu_node_get(r->cluster, key);
+	if (known && known->len == strlen(name) && memcmp(known->value, name, known->len) == 0)
+		return; /* the pool knows */
+	clu_node_put(r->cluster, key, name, strlen(name), VERIFIED_TTL_MS);
+}
+
+/*
+ * Whether a node of the pool verified by DNS, lately, that domain's edge is
+ * one of the peer's certificate names: then no lookup is needed. Fills name.
+ */
+static int verified_by_pool(const struct router *r, const char *domain,
+                            const struct rt_request *req, char *name, size_t len)
+{
+	char key[300];
+	if (!r->cluster)
+		return 0;
+	snprintf(key, sizeof(key), VERIFIED_KEY "%s", domain);
+	const struct clu_rec *rec = clu_node_get(r->cluster, key);
+	if (!rec || rec->len >= len)
+		return 0;
+	memcpy(name, rec->value, rec->len);
+	name[rec->len] = '\0';
+	return dom_within(name, rec->len, domain) &&
+	       pol_names_have(req->peer_names, req->npeer_names, name);
+}
+
 static void on_in_srv(void *arg, int status, const struct dns_srv_answer *ans)
 {
 	struct rt_pending *p = arg;
@@ -515,6 +554,7 @@ static void on_in_srv(void *arg, int status, const struct dns_srv_answer *ans)
 		const char *t = ans->targets[i].name;
 		if (dom_within(t, strlen(t), p->domain) &&
 		    pol_names_have((const char *const *)p->names, p->nnames, t)) {
+			share_verified(p->r, p->domain, t);
 			if (!p->discovered || admit_discovered(p->r, &p->d, p->domain, p->contact))
 				inbound_accept(p->r, &p->d, POL_SRC_AUTO_FEDERATION, POL_NET_FEDERATION,
 				               p->verification, p->marked, t);
@@ -652,6 +692,14 @@ static int decide_inbound(struct router *r, const struct rt_request *req, struct
 		if (domain_copy(from.host, domain, sizeof(domain)) < 0)
 			return reject(out, 403, "sender domain %.*s is not a domain name",
 			              SPAN(from.host)), 0;
+		char name[256], contact[300];
+		if (verified_by_pool(r, domain, req, name, sizeof(name))) {
+			snprintf(contact, sizeof(contact), "%.*s@%.*s", SPAN(rcpt.user), SPAN(rcpt.host));
+			if (!dom.discovered || admit_discovered(r, out, domain, contact))
+				inbound_accept(r, out, POL_SRC_AUTO_FEDERATION, POL_NET_FEDERATION,
+				               dom.verification, marked_verifiable(m), name);
+			return 0;
+		}
 		return verify_by_srv(r, req, domain, &dom, &rcpt, out, done, arg, pending);
 	}
 	case POL_DOM_OWN:
@@ -678,7 +726,7 @@ int rt_route(struct router *r, const struct rt_request *req, struct rt_decision 
 }
 
 struct router *rt_new(struct ev_loop *loop, const struct edge_cfg *cfg, struct tls_ctx *client_tls,
-                      struct dns_resolver *dns, struct thr_table *thr,
+                      struct dns_resolver *dns, struct thr_table *thr, struct clu_node *cluster,
                       const struct conn_limits *internal_lim,
                       const struct conn_limits *external_lim)
 {
@@ -686,6 +734,7 @@ struct router *rt_new(struct ev_loop *loop, const struct edge_cfg *cfg, struct t
 	if (!r)
 		return NULL;
 	r->loop = loop;
+	r->cluster = cluster;
 	r->thr = thr;
 	r->cfg = cfg;
 	r->client_tls = client_tls;

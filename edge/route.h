@@ -85,14 +85,17 @@ struct rt_pending;
  */
 typedef void (*rt_done_fn)(void *arg, struct rt_decision *d);
 
+struct clu_node;
+
 /*
  * A router over cfg, sending TLS with client_tls, looking names up with
- * dns (NULL: no DNS; a decision that would need it is a 504) and holding
- * discovered partners to the limits of thr. It keeps the pointers, which
- * must outlive it. Returns NULL when out of memory.
+ * dns (NULL: no DNS; a decision that would need it is a 504), holding
+ * discovered partners to the limits of thr, and sharing the sources it
+ * verified by DNS with the pool through cluster (NULL: a pool of one). It
+ * keeps the pointers, which must outlive it. Returns NULL when out of memory.
  */
 struct router *rt_new(struct ev_loop *loop, const struct edge_cfg *cfg, struct tls_ctx *client_tls,
-                      struct dns_resolver *dns, struct thr_table *thr,
+                      struct dns_resolver *dns, struct thr_table *thr, struct clu_node *cluster,
                       const struct conn_limits *internal_lim,
                       const struct conn_limits *external_lim);
 /* Frees the router; pending decisions are dropped without their callbacks. */

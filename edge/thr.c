@@ -334,9 +334,15 @@ void thr_get_stats(const struct thr_table *t, double now, struct thr_stats *out)
 	const struct list_node *n;
 	for (n = t->lru.next; n != &t->lru; n = n->next) {
 		const struct partner *p = list_entry(n, struct partner, lru);
-		int current = now - p->period_start < t->lim.period_s;
+		int current = period_of(now, t->lim.period_s) == p->period_start;
 		out->blocked += current && p->blocked;
 		out->suspicious += current && p->suspicious;
+		if (current) {
+			unsigned contacts, responses, failures;
+			pool_sums(p, (uint64_t)(p->period_start / t->lim.period_s), &contacts, &responses,
+			          &failures);
+			out->pool_contacts += contacts;
+		}
 	}
 	out->rate_refused = t->rate_refused;
 	out->contacts_refused = t->contacts_refused;

@@ -86,6 +86,7 @@ struct thr_stats {
 	unsigned partners;          /* tracked now */
 	unsigned blocked;           /* of them, over the contacts limit */
 	unsigned suspicious;        /* of them, suspicious */
+	unsigned pool_contacts;     /* their contacts in this period, summed over the pool */
 	unsigned long long rate_refused;
 	unsigned long long contacts_refused;
 };

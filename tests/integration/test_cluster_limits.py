@@ -19,8 +19,11 @@ def pool(tmp_path_factory, pki):
     work = tmp_path_factory.mktemp("pool-limits")
     cert, key = pki.issue("sip.fabrikam.test", file_name="fabrikam-limits")
     creds = pki.issue("sip.contoso.test", file_name="contoso-limits")
+    northwind = pki.issue("sip.northwind.test", file_name="northwind-limits")
     dns = Bind(work / "dns", {"contoso.test": [f"{SRV} 60 IN SRV 0 0 5061 sip.contoso.test.",
-                                               "sip 60 IN A 127.0.0.1"]}).start()
+                                               "sip 60 IN A 127.0.0.1"],
+                              "northwind.test": [f"{SRV} 60 IN SRV 0 0 5061 sip.northwind.test.",
+                                                 "sip 60 IN A 127.0.0.1"]}).start()
     uas = SipUAS("127.0.0.2", free_port("127.0.0.2"))
     ports = {"edge-a": udp_free_port(), "edge-b": udp_free_port()}
     nodes = {}
@@ -42,7 +45,7 @@ def pool(tmp_path_factory, pki):
             nodes[name].external = external
         wait_for(lambda: all(n.status()["cluster"]["alive"] == 2 for n in nodes.values()), 10,
                  "the pool of two")
-        yield nodes, creds, pki
+        yield nodes, creds, pki, northwind, dns
     finally:
         codes = [n.stop() for n in nodes.values()]
         uas.stop()
@@ -50,24 +53,46 @@ def pool(tmp_path_factory, pki):
     assert set(codes) <= {0}, codes
 
 
-def send(node, creds, pki, user, call_id):
+def send(node, creds, pki, user, call_id, sender="carol@contoso.test"):
     c = SipClient(*node.external, tls_ca=pki.ca_file, cert=creds[0], key=creds[1],
                   server_name="sip.fabrikam.test")
     try:
-        c.send(sip_request("MESSAGE", f"sip:{user}@fabrikam.test", from_uri="sip:carol@contoso.test",
+        c.send(sip_request("MESSAGE", f"sip:{user}@fabrikam.test", from_uri=f"sip:{sender}",
                            to_uri=f"sip:{user}@fabrikam.test", call_id=call_id, body="hi"))
         return c.recv_final()
     finally:
         c.close()
 
 
-def test_contacts_limit_is_pool_wide(pool):
-    nodes, creds, pki = pool
+def test_verified_sources_are_shared(pool):
+    """A verifies northwind.test by DNS SRV and tells the pool: B trusts it
+    without a lookup of its own, even once the DNS server is gone."""
+    nodes, _, pki, northwind, dns = pool
     a, b = nodes["edge-a"], nodes["edge-b"]
+    before = b.status()["cluster"]["store"]["records"]
+    assert send(a, northwind, pki, "v1", "vs-1", sender="nina@northwind.test").status == 200
+    wait_for(lambda: b.status()["cluster"]["store"]["records"] > before, 10,
+             "the verification to reach edge-b")
+    dns.stop()
+    try:
+        assert b.status()["dns"]["queries"] == 0
+        assert send(b, northwind, pki, "v2", "vs-2", sender="nina@northwind.test").status == 200
+    finally:
+        dns.start()                      # the next test needs it
+
+
+def test_contacts_limit_is_pool_wide(pool):
+    nodes, creds, pki, _, _ = pool
+    a, b = nodes["edge-a"], nodes["edge-b"]
+    # The previous test left northwind.test with one user through each node: 2 in the pool,
+    # once both parts have spread.
+    wait_for(lambda: all(n.status()["discovered_partners"]["pool_contacts"] == 2
+                         for n in (a, b)), 10, "the pool's counts to settle")
+    known = 2
     assert send(a, creds, pki, "u1", "pl-1").status == 200
     assert send(a, creds, pki, "u2", "pl-2").status == 200
     # A's part (2 users) reaches B through the store.
-    wait_for(lambda: b.status()["cluster"]["store"]["records"] >= 1, 10,
+    wait_for(lambda: b.status()["discovered_partners"]["pool_contacts"] == known + 2, 10,
              "edge-a's count to reach edge-b")
     assert send(b, creds, pki, "u3", "pl-3").status == 200   # 3 in the pool: the limit
     r = send(b, creds, pki, "u4", "pl-4")                     # 4 > 3, though B saw only 2
