@@ -499,6 +499,11 @@ int clu_on_dead(struct clu_members *m, const char *node, uint64_t inc, const cha
 		return 0;
 	if (n == m->nodes[0])
 		return m->leaving ? 0 : refute(m, inc);
+	/* A node's own word that it left wins over our finding it dead: the same end, said right. */
+	if (n->pub.state == CLU_DEAD && strcmp(from, node) == 0 && inc == n->pub.incarnation) {
+		set_state(m, n, CLU_LEFT, now);
+		return queue_dead(m, n, from) < 0 ? -1 : 1;
+	}
 	if (n->pub.state == CLU_DEAD || n->pub.state == CLU_LEFT)
 		return 0;
 	n->pub.incarnation = inc;

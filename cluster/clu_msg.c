@@ -192,6 +192,8 @@ static int check_frame(const clu_frame *f, char *why, size_t whylen)
 		return 0;
 	case EDGEPOOL__CLUSTER__V1__FRAME__BODY_END:
 		return 0;
+	case EDGEPOOL__CLUSTER__V1__FRAME__BODY_LIFELINE:
+		return check_name(f->lifeline->from, "the sender", why, whylen);
 	default:
 		/* A stream is a conversation: a frame this version cannot read breaks it. */
 		return bad(why, whylen, "a frame of an unknown kind");

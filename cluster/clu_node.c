@@ -17,6 +17,11 @@
 #define HOUSEKEEPING 0.1       /* seconds: suspicion deadlines, relay nacks */
 #define EXPIRE_EVERY 10        /* housekeeping rounds between store expiries */
 #define DIGEST_BUCKETS 256     /* push-pull compares the store in this many buckets */
+#define LIFELINES_MAX 8        /* lifelines a node opens to others */
+#define LIFELINE_ROUNDS 10     /* housekeeping rounds between lifeline upkeep */
+#define CHECK_TIMEOUT 1.0      /* seconds a death check's connect may take */
+#define CHECK_TRIES 3          /* an accepted connect is asked again this often */
+#define CHECK_RETRY 0.05       /* seconds between those tries */
 
 /* Our probe of one member: direct, then indirect through relays. */
 struct probe {
@@ -49,6 +54,24 @@ struct stream {
 	uint8_t *in;               /* what arrived, not yet a whole frame */
 	size_t inlen, incap;
 	int got_header, sent_end, got_end;
+	int lifeline;              /* a lifeline to or from peer, not a push-pull */
+	char peer[CLU_NAME_MAX + 1];
+};
+
+/*
+ * A death check: a lifeline to peer ended, so we try its port. Refused
+ * means no process listens there: it died, and we say so at once. An
+ * answer means it lives (or came back); silence leaves it to SWIM.
+ */
+struct check {
+	struct list_node link;
+	struct clu_node *node;
+	char peer[CLU_NAME_MAX + 1];
+	uint64_t incarnation;      /* the one we suspect dead */
+	unsigned tries;            /* connections accepted so far */
+	int fd;                    /* -1 between tries */
+	ev_io io;
+	ev_timer timer;
 };
 
 /* A write waiting for another member to confirm it holds it. */
@@ -82,7 +105,11 @@ struct clu_node {
 	unsigned nrelays;
 	struct list_node streams;
 	struct list_node confirms;
+	struct list_node checks;
+	ev_timer eager_timer;      /* news of our own goes out now, not at the next round */
+	ev_tstamp last_eager;
 	struct clu_node_stats stats;
+	int leaving;               /* lifelines that end now are ours */
 	uint8_t *plain, *sealed;   /* packet_max bytes each: what we send */
 	uint8_t *rbuf, *rplain;    /* RECV_MAX bytes each: what we receive */
 };
@@ -499,6 +526,16 @@ static void probe_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ---- gossip and housekeeping ---- */
 
+/* Our own news goes out at once, at most four times per gossip interval. */
+static void gossip_soon(struct clu_node *n)
+{
+	if (!ev_is_active(&n->eager_timer) &&
+	    ev_now(n->loop) - n->last_eager >= n->cfg.gossip_interval / 4) {
+		ev_timer_set(&n->eager_timer, 0, 0);
+		ev_timer_start(n->loop, &n->eager_timer);
+	}
+}
+
 static void gossip_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct clu_node *n = w->data;
@@ -507,9 +544,13 @@ static void gossip_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	if (!clu_news_count(n->m))
 		return;
 	unsigned k = clu_pick_relays(n->m, "", to, want);
+	if (w == &n->eager_timer)
+		n->last_eager = ev_now(loop);
 	for (unsigned i = 0; i < k && clu_news_count(n->m); i++)
 		send_packet(n, (const struct sockaddr *)&to[i]->addr, to[i]->addrlen, NULL);
 }
+
+static void lifelines_upkeep(struct clu_node *n);
 
 static void house_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -518,6 +559,8 @@ static void house_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	clu_tick(n->m, now);
 	if (++n->house_rounds % EXPIRE_EVERY == 0)
 		clu_store_expire(n->store, wall_ms(n));
+	if (n->house_rounds % LIFELINE_ROUNDS == 0)
+		lifelines_upkeep(n);
 	for (unsigned i = 0; i < n->nrelays;) {
 		struct relay *r = &n->relays[i];
 		if (r->deadline > now) {
@@ -532,11 +575,17 @@ static void house_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ---- push-pull streams ---- */
 
+static void check_peer(struct clu_node *n, const char *peer);
+
 static void stream_free(struct stream *s, int failed)
 {
 	struct clu_node *n = s->node;
-	if (failed)
+	if (failed && !s->lifeline)
 		n->stats.stream_failures++;
+	if (s->lifeline && !n->leaving) {
+		n->stats.lifelines_ended++;
+		check_peer(n, s->peer);
+	}
 	list_del(&s->link);
 	ev_io_stop(n->loop, &s->io);
 	ev_timer_stop(n->loop, &s->timer);
@@ -743,7 +792,16 @@ static int stream_frames(struct stream *s)
 		if (!f)
 			return -1;
 		int rc = 0;
-		if (f->body_case == EDGEPOOL__CLUSTER__V1__FRAME__BODY_HEADER && !s->got_header) {
+		if (s->lifeline) {
+			/* A lifeline carries nothing: whatever comes is read past. */
+		} else if (f->body_case == EDGEPOOL__CLUSTER__V1__FRAME__BODY_LIFELINE && !s->got_header &&
+		    !s->lifeline && !s->outbound) {
+			/* A lifeline from a peer: kept open, no deadline, nothing to say. */
+			s->lifeline = 1;
+			snprintf(s->peer, sizeof(s->peer), "%s", f->lifeline->from);
+			ev_timer_stop(s->node->loop, &s->timer);
+			s->outlen = s->outoff = 0;
+		} else if (f->body_case == EDGEPOOL__CLUSTER__V1__FRAME__BODY_HEADER && !s->got_header) {
 			s->got_header = 1;
 			merge_members(s->node, f->header);
 			rc = stream_put_records(s, f->header);
@@ -823,6 +881,8 @@ static void stream_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 		stream_free(s, 0);
 		return;
 	}
+	if (s->lifeline && s->connected && s->outoff == s->outlen)
+		ev_timer_stop(loop, &s->timer); /* established: it lasts as long as both nodes */
 	int want = EV_READ | (s->outoff < s->outlen || !s->connected ? EV_WRITE : 0);
 	if (want != (s->io.events & (EV_READ | EV_WRITE))) {
 		ev_io_stop(loop, &s->io);
@@ -887,6 +947,7 @@ static void tcp_cb(struct ev_loop *loop, ev_io *w, int revents)
 			stream_free(s, 1);
 		else if (s)
 			n->stats.streams_in++;
+		/* If it turns out a lifeline, what we queued is dropped unsent (stream_frames). */
 	}
 }
 
@@ -913,6 +974,175 @@ static void pushpull_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		w->repeat = n->cfg.pushpull_interval;
 	}
 	ev_timer_again(loop, w);
+}
+
+/* ---- lifelines and death checks ---- */
+
+static int has_lifeline(const struct clu_node *n, const char *peer)
+{
+	const struct list_node *it;
+	for (it = n->streams.next; it != &n->streams; it = it->next) {
+		const struct stream *s = list_entry(it, const struct stream, link);
+		if (s->lifeline && strcmp(s->peer, peer) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+static void lifeline_open(struct clu_node *n, const struct clu_member *to)
+{
+	int fd = socket(to->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	if (connect(fd, (const struct sockaddr *)&to->addr, to->addrlen) < 0 && errno != EINPROGRESS) {
+		close(fd);
+		check_peer(n, to->name);
+		return;
+	}
+	struct stream *s = stream_new(n, fd, 1);
+	if (!s)
+		return;
+	s->lifeline = 1;
+	snprintf(s->peer, sizeof(s->peer), "%s", to->name);
+	clu_frame f = EDGEPOOL__CLUSTER__V1__FRAME__INIT;
+	Edgepool__Cluster__V1__Lifeline l = EDGEPOOL__CLUSTER__V1__LIFELINE__INIT;
+	f.version = CLU_PROTO_VERSION;
+	f.body_case = EDGEPOOL__CLUSTER__V1__FRAME__BODY_LIFELINE;
+	f.lifeline = &l;
+	l.from = n->name;
+	if (stream_put(s, &f) < 0)
+		stream_free(s, 0);
+}
+
+/* Lifelines to up to LIFELINES_MAX live members: their end is news at once. */
+static void lifelines_upkeep(struct clu_node *n)
+{
+	unsigned open = 0;
+	struct list_node *it, *next;
+	for (it = n->streams.next; it != &n->streams; it = next) {
+		struct stream *s = list_entry(it, struct stream, link);
+		const struct clu_member *m = s->lifeline ? clu_find(n->m, s->peer) : NULL;
+		next = it->next;
+		if (s->lifeline && (!m || m->state > CLU_SUSPECT)) {
+			stream_free(s, 0); /* to a dead member: a restarted one gets a new lifeline */
+			continue;
+		}
+		open += s->lifeline && s->outbound;
+	}
+	for (unsigned i = 0; i < clu_count(n->m) && open < LIFELINES_MAX; i++) {
+		const struct clu_member *m = clu_member_at(n->m, i);
+		if (m == clu_self(n->m) || m->state != CLU_ALIVE || has_lifeline(n, m->name))
+			continue;
+		lifeline_open(n, m);
+		open++;
+	}
+}
+
+static void check_free(struct check *c)
+{
+	list_del(&c->link);
+	ev_io_stop(c->node->loop, &c->io);
+	ev_timer_stop(c->node->loop, &c->timer);
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c);
+}
+
+/* The port refused: nothing listens where it did, so that process is gone. */
+static void check_proved_dead(struct check *c)
+{
+	struct clu_node *n = c->node;
+	char peer[CLU_NAME_MAX + 1];
+	uint64_t inc = c->incarnation;
+	snprintf(peer, sizeof(peer), "%s", c->peer);
+	check_free(c);
+	n->stats.deaths_seen++;
+	if (clu_on_dead(n->m, peer, inc, n->name, ev_now(n->loop)) == 1)
+		gossip_soon(n);
+}
+
+static void check_connect(struct check *c);
+
+static void check_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct check *c = w->data;
+	int err = 0;
+	socklen_t len = sizeof(err);
+	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == ECONNREFUSED) {
+		check_proved_dead(c);
+		return;
+	}
+	/* Accepted: a dying process may not have closed its listener yet. Ask again shortly. */
+	ev_io_stop(loop, &c->io);
+	close(c->fd);
+	c->fd = -1;
+	if (++c->tries >= CHECK_TRIES) {
+		check_free(c);
+		return;
+	}
+	ev_timer_stop(loop, &c->timer);
+	ev_timer_set(&c->timer, CHECK_RETRY, 0);
+	ev_timer_start(loop, &c->timer);
+}
+
+static void check_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct check *c = w->data;
+	if (c->fd >= 0)
+		check_free(c); /* silence: SWIM's probes will tell */
+	else
+		check_connect(c);
+}
+
+static void check_connect(struct check *c)
+{
+	struct clu_node *n = c->node;
+	const struct clu_member *m = clu_find(n->m, c->peer);
+	if (!m || m->state > CLU_SUSPECT || m->incarnation != c->incarnation) {
+		check_free(c); /* settled meanwhile */
+		return;
+	}
+	c->fd = socket(m->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (c->fd < 0) {
+		check_free(c);
+		return;
+	}
+	if (connect(c->fd, (const struct sockaddr *)&m->addr, m->addrlen) < 0 && errno != EINPROGRESS) {
+		if (errno == ECONNREFUSED)
+			check_proved_dead(c);
+		else
+			check_free(c);
+		return;
+	}
+	ev_io_set(&c->io, c->fd, EV_WRITE);
+	ev_io_start(n->loop, &c->io);
+	ev_timer_stop(n->loop, &c->timer);
+	ev_timer_set(&c->timer, CHECK_TIMEOUT, 0);
+	ev_timer_start(n->loop, &c->timer);
+}
+
+static void check_peer(struct clu_node *n, const char *peer)
+{
+	const struct clu_member *m = clu_find(n->m, peer);
+	if (!m || m == clu_self(n->m) || m->state > CLU_SUSPECT)
+		return;
+	struct list_node *it;
+	for (it = n->checks.next; it != &n->checks; it = it->next)
+		if (strcmp(list_entry(it, struct check, link)->peer, peer) == 0)
+			return;
+	struct check *c = calloc(1, sizeof(*c));
+	if (!c)
+		return;
+	c->node = n;
+	c->fd = -1;
+	snprintf(c->peer, sizeof(c->peer), "%s", peer);
+	c->incarnation = m->incarnation;
+	list_add_tail(&n->checks, &c->link);
+	ev_init(&c->io, check_io_cb);
+	c->io.data = c;
+	ev_init(&c->timer, check_timer_cb);
+	c->timer.data = c;
+	check_connect(c);
 }
 
 /* ---- life cycle ---- */
@@ -957,6 +1187,7 @@ struct clu_node *clu_node_new(struct ev_loop *loop, const struct clu_config *cfg
 	n->udp = n->tcp = -1;
 	list_init(&n->streams);
 	list_init(&n->confirms);
+	list_init(&n->checks);
 	snprintf(n->name, sizeof(n->name), "%s", cfg->name);
 	n->cfg.name = n->name;
 	n->cfg.keys = NULL;
@@ -996,6 +1227,8 @@ struct clu_node *clu_node_new(struct ev_loop *loop, const struct clu_config *cfg
 	ev_timer_init(&n->gossip_timer, gossip_cb, cfg->gossip_interval, cfg->gossip_interval);
 	ev_timer_init(&n->house_timer, house_cb, HOUSEKEEPING, HOUSEKEEPING);
 	ev_timer_init(&n->pushpull_timer, pushpull_cb, 0, 0);
+	ev_init(&n->eager_timer, gossip_cb);
+	n->eager_timer.data = n;
 	n->udp_io.data = n->tcp_io.data = n;
 	n->probe_timer.data = n->probe_timeout_timer.data = n->gossip_timer.data = n;
 	n->house_timer.data = n->pushpull_timer.data = n;
@@ -1018,6 +1251,7 @@ void clu_node_leave_and_free(struct clu_node *n)
 {
 	if (!n)
 		return;
+	n->leaving = 1;
 	if (n->m && n->udp >= 0 && clu_leave(n->m, now_of(n)) == 0) {
 		/* Say it to a few members now: there is no later for us. */
 		const struct clu_member *to[8];
@@ -1029,6 +1263,9 @@ void clu_node_leave_and_free(struct clu_node *n)
 		stream_free(list_entry(n->streams.next, struct stream, link), 0);
 	while (!list_empty(&n->confirms))
 		confirm_free(list_entry(n->confirms.next, struct clu_confirm, link));
+	while (!list_empty(&n->checks))
+		check_free(list_entry(n->checks.next, struct check, link));
+	ev_timer_stop(n->loop, &n->eager_timer);
 	ev_io_stop(n->loop, &n->udp_io);
 	ev_io_stop(n->loop, &n->tcp_io);
 	ev_timer_stop(n->loop, &n->probe_timer);
@@ -1055,13 +1292,19 @@ int clu_node_put(struct clu_node *n, const char *key, const void *value, size_t 
                  uint64_t ttl_ms)
 {
 	const struct clu_rec *r = clu_store_put(n->store, key, value, len, ttl_ms, wall_ms(n));
-	return r && gossip_record(n, r) == 0 ? 0 : -1;
+	if (!r || gossip_record(n, r) < 0)
+		return -1;
+	gossip_soon(n);
+	return 0;
 }
 
 int clu_node_delete(struct clu_node *n, const char *key)
 {
 	const struct clu_rec *r = clu_store_delete(n->store, key, wall_ms(n));
-	return r && gossip_record(n, r) == 0 ? 0 : -1;
+	if (!r || gossip_record(n, r) < 0)
+		return -1;
+	gossip_soon(n);
+	return 0;
 }
 
 const struct clu_rec *clu_node_get(const struct clu_node *n, const char *key)
@@ -1152,20 +1395,27 @@ size_t clu_node_status_json(const struct clu_node *n, char *buf, size_t len)
 		addr_str(&m->addr, where, sizeof(where));
 		/* Node names are checked (clu_name_valid): nothing to escape. */
 		k = snprintf(buf + at, len - at, "%s{\"name\": \"%s\", \"addr\": \"%s\", \"state\": \"%s\", "
-		             "\"incarnation\": %llu}", i ? ", " : "", m->name, where,
-		             clu_state_name(m->state), (unsigned long long)m->incarnation);
+		             "\"incarnation\": %llu, \"lifeline\": %s}", i ? ", " : "", m->name, where,
+		             clu_state_name(m->state), (unsigned long long)m->incarnation,
+		             has_lifeline(n, m->name) ? "true" : "false");
 	}
 	struct clu_store_stats st;
+	unsigned lifelines = 0;
+	const struct list_node *it;
 	clu_store_get_stats(n->store, &st);
+	for (it = n->streams.next; it != &n->streams; it = it->next)
+		lifelines += list_entry(it, const struct stream, link)->lifeline;
 	if (k >= 0 && (at += (size_t)k) < len)
-		k = snprintf(buf + at, len - at, "], \"packets_in\": %llu, \"packets_out\": %llu, "
+		k = snprintf(buf + at, len - at, "], \"lifelines\": %u, "
+		             "\"packets_in\": %llu, \"packets_out\": %llu, "
 		             "\"dropped\": %llu, \"streams_in\": %llu, \"streams_out\": %llu, "
-		             "\"stream_failures\": %llu, \"store\": {\"records\": %zu, "
+		             "\"stream_failures\": %llu, \"lifelines_ended\": %llu, "
+		             "\"deaths_seen\": %llu, \"store\": {\"records\": %zu, "
 		             "\"tombstones\": %zu, \"bytes\": %zu, \"applied\": %llu, "
 		             "\"refused_full\": %llu, \"refused_clock\": %llu}}",
-		             n->stats.packets_in, n->stats.packets_out, n->stats.dropped,
+		             lifelines, n->stats.packets_in, n->stats.packets_out, n->stats.dropped,
 		             n->stats.streams_in, n->stats.streams_out, n->stats.stream_failures,
-		             st.records, st.tombstones, st.bytes, st.applied, st.refused_full,
+		             n->stats.lifelines_ended, n->stats.deaths_seen, st.records, st.tombstones, st.bytes, st.applied, st.refused_full,
 		             st.refused_clock);
 	if (k < 0 || len == 0)
 		return 0;

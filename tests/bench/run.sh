@@ -1,9 +1,12 @@
 #!/bin/bash
 # make bench: every benchmark of tests/bench, edged side by side with
-# Kamailio, on build/edged (or $EDGED). Prints a summary; raw results go to
-# $BENCH_OUT (default: a new folder under $TMPDIR), never into the tree.
-#   BENCH_MEMORY_ARGS / BENCH_RELAY_ARGS: extra options for each benchmark,
-#   e.g. BENCH_RELAY_ARGS="--repeats 1 --seconds 2" for a quick look.
+# Kamailio, on build/edged (or $EDGED), and the gossip cluster side by side
+# with serf (build/bench/clu_bench_node, built by cluster.sh). Prints a
+# summary; raw results go to $BENCH_OUT (default: a new folder under
+# $TMPDIR), never into the tree.
+#   BENCH_MEMORY_ARGS / BENCH_RELAY_ARGS / BENCH_CLUSTER_ARGS: extra options
+#   for each benchmark, e.g. BENCH_RELAY_ARGS="--repeats 1 --seconds 2" for a
+#   quick look; BENCH_ONLY="cluster" runs only the benchmarks named.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -41,23 +44,30 @@ bench() {
 	return "$rc"
 }
 
+only=" ${BENCH_ONLY:-idle_tls_memory message_relay cluster} "
 rc=0
 # shellcheck disable=SC2086 # the extra options are words on purpose
-bench idle_tls_memory "$here/idle_tls_memory.sh" --out "$out/idle_tls_memory" ${BENCH_MEMORY_ARGS:-} || rc=1
+[[ $only == *" idle_tls_memory "* ]] &&
+	{ bench idle_tls_memory "$here/idle_tls_memory.sh" --out "$out/idle_tls_memory" ${BENCH_MEMORY_ARGS:-} || rc=1; }
 # shellcheck disable=SC2086
-bench message_relay "$here/message_relay.sh" --out "$out/message_relay" ${BENCH_RELAY_ARGS:-} || rc=1
+[[ $only == *" message_relay "* ]] &&
+	{ bench message_relay "$here/message_relay.sh" --out "$out/message_relay" ${BENCH_RELAY_ARGS:-} || rc=1; }
+# About 25 minutes: 27 pools of 5-20 nodes, and three 100,000-record joins.
+# shellcheck disable=SC2086
+[[ $only == *" cluster "* ]] &&
+	{ bench cluster "$here/cluster.sh" --out "$out/cluster" ${BENCH_CLUSTER_ARGS:-} || rc=1; }
 
 echo
 echo "# EdgePool benchmarks ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1))"
 echo
-for f in idle_tls_memory message_relay; do
+for f in idle_tls_memory message_relay cluster; do
 	[ -s "$out/$f.md" ] && cat "$out/$f.md" && echo
 done
 
 # Safety net: nothing we started may outlive us. Our processes name a file
 # under $out on their command line, or (sipp) run in a folder under it.
 left=()
-for p in $(for n in edged kamailio sipp; do pgrep -x "$n"; done); do
+for p in $(for n in edged kamailio sipp clu_bench_node serf; do pgrep -x "$n"; done); do
 	if tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -qF "$out/" ||
 		[[ "$(readlink "/proc/$p/cwd" 2>/dev/null)" == "$out"/* ]]; then
 		left+=("$p")

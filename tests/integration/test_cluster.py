@@ -93,7 +93,15 @@ def test_nodes_join_through_a_seed(pool):
 
 
 def test_kill_9_is_detected_and_the_node_comes_back(pool):
+    """Lifelines (idle TCP connections between members) end when a process dies:
+    its port then refuses, and the member is declared dead at once, not after
+    a suspicion. It restarts, learns it was declared dead, and refutes."""
     victim = pool.nodes["edge-3"]
+    def lifeline_to_victim(n):
+        return any(m["name"] == "edge-3" and m["lifeline"]
+                   for m in pool.nodes[n].status()["cluster"]["members"])
+    for n in ("edge-1", "edge-2"):
+        wait_for(lambda: lifeline_to_victim(n), 10, f"{n}'s lifeline to edge-3")
     before = next(m for m in pool.nodes["edge-1"].status()["cluster"]["members"]
                   if m["name"] == "edge-3")["incarnation"]
     os.kill(victim.proc.pid, signal.SIGKILL)
@@ -101,7 +109,10 @@ def test_kill_9_is_detected_and_the_node_comes_back(pool):
     victim.proc = None
     wait_for(lambda: all(pool.view(n).get("edge-3") == "dead" for n in ("edge-1", "edge-2")),
              15, "edge-3 to be declared dead")
-    # It restarts at incarnation 1, learns it was declared dead, and refutes.
+    for n in ("edge-1", "edge-2"):
+        assert "edge-3 is dead (was alive" in pool.nodes[n].log(), pool.nodes[n].log()[-2000:]
+        assert "edge-3 is suspect" not in pool.nodes[n].log()
+        assert pool.nodes[n].status()["cluster"]["deaths_seen"] >= 1
     pool.start("edge-3", seeds=["edge-1"])
     alive = {f"edge-{i}": "alive" for i in (1, 2, 3)}
     wait_for(lambda: everyone_sees(pool, alive), 15, "edge-3 to be alive again everywhere")
