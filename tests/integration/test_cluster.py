@@ -38,9 +38,11 @@ class Pool:
         self.cluster_port = {}
 
     def config(self, name, seeds=(), key=KEY):
+        """key: one key, or the keyring as a list (the first seals)."""
         org = make_org("contoso.test", "127.0.0.1", self.pki)
         port = self.cluster_port.setdefault(name, udp_free_port())
-        cluster = {"name": name, "address": "127.0.0.1", "port": port, "keys": [key],
+        keys = key if isinstance(key, list) else [key]
+        cluster = {"name": name, "address": "127.0.0.1", "port": port, "keys": keys,
                    "join": [f"127.0.0.1:{self.cluster_port[s]}" for s in seeds],
                    "probe_interval_ms": 200, "probe_timeout_ms": 100,
                    "gossip_interval_ms": 50, "pushpull_interval_s": 2}
@@ -53,6 +55,10 @@ class Pool:
     def start(self, name, seeds=(), key=KEY):
         self.nodes[name] = self.config(name, seeds, key).start()
         return self.nodes[name]
+
+    def restart(self, name, seeds, key):
+        assert self.nodes[name].stop() == 0
+        return self.start(name, seeds, key)
 
     def view(self, name):
         """{member: state} as node `name` sees the cluster."""
@@ -155,3 +161,29 @@ def test_graceful_leave(pool):
     assert leaver.stop() == 0
     wait_for(lambda: all(pool.view(n).get("edge-2") == "left" for n in ("edge-1", "edge-3")),
              10, "edge-2 to be seen as left")
+
+
+def test_key_rotation_without_downtime(tmp_path, pki):
+    """Rolling restarts rotate the cluster key: every node accepts the new key,
+    then every node seals with it, then the old one goes; at every step the
+    pool stays whole, and a node left on the old key alone is shut out."""
+    p = Pool(tmp_path, pki)
+    names = ["r-1", "r-2", "r-3"]
+    whole = {n: "alive" for n in names}
+    try:
+        p.start("r-1")
+        p.start("r-2", seeds=["r-1"])
+        p.start("r-3", seeds=["r-1"])
+        wait_for(lambda: everyone_sees(p, whole), 10, "the pool")
+        for keyring in ([KEY, OTHER_KEY], [OTHER_KEY, KEY], [OTHER_KEY]):
+            for i, name in enumerate(names):
+                p.restart(name, [names[(i + 1) % 3]], keyring)
+                wait_for(lambda: everyone_sees(p, whole), 15,
+                         f"the pool whole after restarting {name} with {len(keyring)} key(s)")
+        # A node with only the retired key cannot join any more.
+        stale = p.start("r-9", seeds=["r-1"], key=KEY)
+        wait_for(lambda: stale.status()["cluster"]["stream_failures"] >= 1, 10, "the stale node shut out")
+        assert "r-9" not in p.view("r-1")
+    finally:
+        codes = p.stop_all()
+    assert set(codes.values()) <= {0}, codes
