@@ -2,24 +2,35 @@
 """EdgePool's gossip cluster against HashiCorp serf, side by side in one run.
 
   cluster_bench.py [--out DIR] [--repeats 3] [--sizes 5,10,20]
-                   [--systems ours,ours-fast,serf] [--quiet 20] [--settle 10]
-                   [--updates 5] [--records 100000] [--fast "probe-interval=0.1,..."]
+                   [--systems ours,ours-fast,serf] [--settle 5] [--updates 5]
+                   [--rest-after 62] [--quiet 30] [--records 100000]
+                   [--fast "probe-interval=0.1,..."]
+  cluster_bench.py --summary DIR/results.json
 
 For every repeat, every pool size N and every system (taking turns, in an
-order that rotates with the repeat), a fresh pool of N processes on loopback:
+order that rotates with the repeat), a fresh pool of N processes on loopback,
+started 0-1 s apart at random (so that their timers run at unrelated phases):
 
-  1. at rest: bytes sent per node per second over --quiet seconds, counted by
-     iptables (a chain of our own on OUTPUT, one rule per system's loopback
-     /24 as source and as destination, UDP and TCP apart), the same way for
-     both; suspicions raised at rest (false ones: nobody is down);
-  2. dissemination: --updates updates, each from another node; the time from
+  1. dissemination: --updates updates, each from another node; the time from
      the origin applying it to the last node applying it. Ours: a store write
-     (clu_node_put), arrival by the store's change callback. serf: a user
-     event (RPC "event", Coalesce false), arrival by an event handler that
-     appends bash's $EPOCHREALTIME to a file per agent;
-  3. failure detection: kill -9 of one node; the time until every other node
-     holds it dead (ours: the member change callback; serf: RPC "members",
-     status "failed", polled every 50 ms on every survivor).
+     (clu_node_put, key "bench/TAG", value "x"), arrival by the store's change
+     callback. serf: a user event (RPC "event", name "bench", payload TAG,
+     Coalesce false), arrival by an event handler that appends bash's
+     $EPOCHREALTIME to a file per agent. Also the UDP bytes per node per
+     update above the at-rest rate;
+  2. at rest: bytes sent per node per second over --quiet seconds (30: one
+     push-pull period of both, so each node's periodic exchange counts once),
+     from --rest-after seconds after the last start (serf's first periodic
+     push-pull comes 30-60 s after its start), counted by iptables (a chain
+     of our own on OUTPUT, one rule per system's loopback /24 as source and
+     as destination, UDP and TCP apart), the same way for both; suspicions
+     raised at rest (false ones: nobody is down);
+  3. failure detection: kill -9 of one node (a crash: the kernel closes its
+     sockets); the time until every other node holds it dead (ours: the
+     member change callback; serf: RPC "members", status "failed", polled
+     every 50 ms on every survivor). Then SIGSTOP of another (a hung or
+     cut-off node: its sockets stay open, nothing refuses a connection), the
+     same time, among the N-1 members still live.
 
 Then, ours only: a fresh node joins a node holding --records dialog-shaped
 records ("dlg/<36-char call-id>/<16-char tag>", 20-byte values) and the time
@@ -371,13 +382,19 @@ class OurNode:
         d["t"] = float(f[-1])
         return d
 
-    def kill9(self):
+    def hit(self, sig):
+        """kill -9 (waited for) or SIGSTOP; returns the time just before."""
         t = time.time()
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
+        os.kill(self.proc.pid, sig)
+        if sig == signal.SIGKILL:
+            self.proc.wait(10)
+        else:
+            self.frozen = True
         return t
 
     def stop(self):
+        if getattr(self, "frozen", False) and self.proc.poll() is None:
+            self.proc.kill()   # stopped: it would not read "quit" nor handle SIGTERM
         if self.proc.poll() is None:
             try:
                 self.send("quit")
@@ -388,6 +405,14 @@ class OurNode:
         bl.stop(self.proc, 5)
 
 
+def start_gap(i):
+    """Nodes start at random times, 0-1 s apart, so that their timers (probe
+    every 1 s, gossip every 0.2 s) run at unrelated phases, as in a real pool;
+    started back to back, a pool's gossip rounds are nearly simultaneous."""
+    if i:
+        time.sleep(random.uniform(0.0, 1.0))
+
+
 class OurPool:
     """N clu_bench_node processes on NET.1.. NET.N, all seeded by the first."""
 
@@ -395,11 +420,13 @@ class OurPool:
         self.nodes = []
         seed = None
         for i in range(n):
+            start_gap(i)
             addr = (f"{net}.{i + 1}", free_port(f"{net}.{i + 1}"))
             node = OurNode(binary, workdir, f"n{i + 1}", addr, seed, options)
             node.wait(lambda f: f[0] == "ready", 10, "ready")
             self.nodes.append(node)
             seed = seed or addr
+        self.last_start = time.monotonic()
 
     def converged(self, timeout):
         n = len(self.nodes)
@@ -433,7 +460,7 @@ class OurPool:
         """A store write on nodes[origin]; (seconds from its own apply to the last node's, [each])."""
         key = f"bench/{tag}"
         marks = self.marks()
-        self.nodes[origin].send(f"put {key} v-{tag}")
+        self.nodes[origin].send(f"put {key} x")
         times = []
         for nd, at in zip(self.nodes, marks):
             f = nd.wait(lambda f: f[0] == "record" and f[1] == key, timeout, f"record {key}", at)
@@ -441,14 +468,14 @@ class OurPool:
         t0 = times[origin]
         return max(times) - t0, [t - t0 for t in times]
 
-    def fail(self, victim, timeout):
-        """kill -9 nodes[victim]; seconds until each other node holds it dead."""
+    def fail(self, victim, sig, timeout, gone=()):
+        """Signals nodes[victim]; seconds until each other live node holds it dead."""
         marks = self.marks()
-        t_kill = self.nodes[victim].kill9()
+        t_kill = self.nodes[victim].hit(sig)
         name = self.nodes[victim].name
         dead, suspect = [], []
         for i, (nd, at) in enumerate(zip(self.nodes, marks)):
-            if i == victim:
+            if i == victim or i in gone:
                 continue
             f = nd.wait(lambda f: f[0] == "member" and f[1] == name and f[2] in ("dead", "left"),
                         max(1.0, t_kill + timeout - time.time()), f"{name} dead", at)
@@ -516,15 +543,20 @@ class SerfAgent:
                     out.setdefault(f[1], float(f[0]))
         return out
 
-    def kill9(self):
+    def hit(self, sig):
         t = time.time()
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
+        os.kill(self.proc.pid, sig)
+        if sig == signal.SIGKILL:
+            self.proc.wait(10)
+        else:
+            self.frozen = True
         return t
 
     def stop(self):
         if self.rpc:
             self.rpc.close()
+        if getattr(self, "frozen", False) and self.proc.poll() is None:
+            self.proc.kill()
         bl.stop(self.proc, 5)
 
 
@@ -533,9 +565,11 @@ class SerfPool:
         self.nodes = []
         seed = None
         for i in range(n):
+            start_gap(i)
             addr = (f"{net}.{i + 1}", free_port(f"{net}.{i + 1}"))
             self.nodes.append(SerfAgent(workdir, f"s{i + 1}", addr, seed))
             seed = seed or addr
+        self.last_start = time.monotonic()
 
     def converged(self, timeout):
         n = len(self.nodes)
@@ -556,17 +590,17 @@ class SerfPool:
                 for _ in range(a.suspect_lines() - m)]
 
     def update(self, origin, tag, timeout):
-        payload = f"u-{tag}"
+        payload = tag
         self.nodes[origin].rpc.event("bench", payload)
         got = bl.wait_until(lambda: (lambda t: t if all(x is not None for x in t) else None)(
             [a.arrivals().get(payload) for a in self.nodes]), timeout, f"serf event {payload}")
         t0 = got[origin]
         return max(got) - t0, [t - t0 for t in got]
 
-    def fail(self, victim, timeout):
+    def fail(self, victim, sig, timeout, gone=()):
         name = self.nodes[victim].name
-        t_kill = self.nodes[victim].kill9()
-        others = [a for i, a in enumerate(self.nodes) if i != victim]
+        t_kill = self.nodes[victim].hit(sig)
+        others = [a for i, a in enumerate(self.nodes) if i != victim and i not in gone]
         seen = {}
         deadline = time.monotonic() + timeout
         # Poll every survivor; the time is that of the poll that first saw "failed".
@@ -613,29 +647,7 @@ def run_pool(system, n, rep, args, wire, workdir):
         res["converge_s"] = time.monotonic() - t_start
         time.sleep(args.settle)        # the join news dies down: a measurement, not readiness
 
-        # 1. at rest
-        pids = [x.proc.pid for x in pool.nodes]
-        marks = pool.marks()
-        app0, w0, c0, t0 = pool.app_bytes(), wire.read(), cpu_seconds(pids), time.monotonic()
-        time.sleep(args.quiet)
-        t1 = time.monotonic()
-        w1, c1, app1 = wire.read(), cpu_seconds(pids), pool.app_bytes()
-        secs = t1 - t0
-        res["rest_s"] = secs
-        res["rest_cpu_pct_per_node"] = 100 * (c1 - c0) / secs / n
-        if w0 and w1:
-            for proto in ("udp", "tcp"):
-                pk = w1[system][proto][0] - w0[system][proto][0]
-                by = w1[system][proto][1] - w0[system][proto][1]
-                res[f"rest_{proto}_Bps_per_node"] = by / secs / n
-                res[f"rest_{proto}_pps_per_node"] = pk / secs / n
-            res["rest_Bps_per_node"] = res["rest_udp_Bps_per_node"] + res["rest_tcp_Bps_per_node"]
-        if app0 and app1:
-            res["rest_app_udp_Bps_per_node"] = (app1["bytes_out"] - app0["bytes_out"]) / secs / n
-            res["rest_app_udp_pps_per_node"] = (app1["packets_out"] - app0["packets_out"]) / secs / n
-        res["rest_suspicions"] = pool.suspicions(marks)
-
-        # 2. dissemination
+        # 1. dissemination
         w0, t0 = wire.read(), time.monotonic()
         res["update_s"], res["update_each"] = [], []
         for i in range(args.updates):
@@ -645,17 +657,49 @@ def run_pool(system, n, rep, args, wire, workdir):
             time.sleep(0.5)
         t1 = time.monotonic()
         w1 = wire.read()
+        res["update_median_s"] = median(res["update_s"])
+
+        # 2. at rest, from rest_after s after the last start (both systems
+        # push-pull every 30 s, serf's first periodic one 30-60 s after its
+        # start): a window of one push-pull period holds each node's once.
+        time.sleep(max(0.0, pool.last_start + args.rest_after - time.monotonic()))
+        pids = [x.proc.pid for x in pool.nodes]
+        marks = pool.marks()
+        app0, r0, c0, q0 = pool.app_bytes(), wire.read(), cpu_seconds(pids), time.monotonic()
+        time.sleep(args.quiet)
+        q1 = time.monotonic()
+        r1, c1, app1 = wire.read(), cpu_seconds(pids), pool.app_bytes()
+        secs = q1 - q0
+        res["rest_s"] = secs
+        res["rest_cpu_pct_per_node"] = 100 * (c1 - c0) / secs / n
+        if r0 and r1:
+            for proto in ("udp", "tcp"):
+                pk = r1[system][proto][0] - r0[system][proto][0]
+                by = r1[system][proto][1] - r0[system][proto][1]
+                res[f"rest_{proto}_Bps_per_node"] = by / secs / n
+                res[f"rest_{proto}_pps_per_node"] = pk / secs / n
+            res["rest_Bps_per_node"] = res["rest_udp_Bps_per_node"] + res["rest_tcp_Bps_per_node"]
+        if app0 and app1:
+            res["rest_app_udp_Bps_per_node"] = (app1["bytes_out"] - app0["bytes_out"]) / secs / n
+            res["rest_app_udp_pps_per_node"] = (app1["packets_out"] - app0["packets_out"]) / secs / n
+        res["rest_suspicions"] = pool.suspicions(marks)
         if w0 and w1 and "rest_udp_Bps_per_node" in res:
             extra = (w1[system]["udp"][1] - w0[system]["udp"][1]) / n - \
                 res["rest_udp_Bps_per_node"] * (t1 - t0)
             res["update_udp_bytes_per_node"] = extra / args.updates
-        res["update_median_s"] = median(res["update_s"])
 
-        # 3. failure detection: the last node (never the seed) is killed
-        res["failure"] = pool.fail(n - 1, args.fail_timeout)
+        # 3. failure detection: kill -9 of the last node (a crash: its
+        # sockets close), then SIGSTOP of the one before (a hung or cut-off
+        # node: nothing closes, nothing refuses), with N-1 live members.
+        res["failure"] = pool.fail(n - 1, signal.SIGKILL, args.fail_timeout)
         res["fail_all_s"] = res["failure"]["all"]
         res["fail_first_s"] = res["failure"]["first"]
         res["fail_first_suspect_s"] = res["failure"]["first_suspect"]
+        if n >= 4:
+            res["stop_failure"] = pool.fail(n - 2, signal.SIGSTOP, args.fail_timeout, gone=(n - 1,))
+            res["stop_all_s"] = res["stop_failure"]["all"]
+            res["stop_first_s"] = res["stop_failure"]["first"]
+            res["stop_first_suspect_s"] = res["stop_failure"]["first_suspect"]
     except Exception as e:
         res["error"] = f"{type(e).__name__}: {e}"
         log(f"  {system} N={n}: {res['error']}")
@@ -750,7 +794,7 @@ def summary(result):
     lines = [f"## Gossip cluster against serf ({m['date']}, {m['nproc']} CPUs, {m['model']})", ""]
     lines.append(f"serf {result['serf_version']}; ours: clu_bench_node ({result['node_sha']}); "
                  f"ours-fast: {','.join(args['fast'])}; {args['repeats']} repeats; "
-                 f"at rest {args['quiet']} s after {args['settle']} s; "
+                 f"at rest {args['quiet']} s from {args['rest_after']} s after the last start; "
                  f"{args['updates']} updates per pool; bytes by iptables: "
                  f"{'yes' if result['wire'] else 'no (' + result['wire_why'] + ')'}.")
     lines.append("")
@@ -760,9 +804,11 @@ def summary(result):
                       key=lambda r: r["repeat"])
 
     figures = [
-        ("failure known to every other member (s)", "fail_all_s", 2, 1.0),
-        ("failure known to the first member (s)", "fail_first_s", 2, 1.0),
-        ("first suspicion (s, ours only)", "fail_first_suspect_s", 2, 1.0),
+        ("kill -9: failure known to every other member (s)", "fail_all_s", 2, 1.0),
+        ("kill -9: failure known to the first member (s)", "fail_first_s", 2, 1.0),
+        ("kill -9: first suspicion (s, ours only)", "fail_first_suspect_s", 2, 1.0),
+        ("SIGSTOP, N-1 live: failure known to every other member (s)", "stop_all_s", 2, 1.0),
+        ("SIGSTOP, N-1 live: first suspicion (s, ours only)", "stop_first_suspect_s", 2, 1.0),
         ("update reaching every member, median of the updates (ms)", "update_median_s", 1, 1000.0),
         ("bytes sent per node per second at rest, UDP+TCP (iptables)", "rest_Bps_per_node", 0, 1.0),
         ("  of which UDP", "rest_udp_Bps_per_node", 0, 1.0),
@@ -832,8 +878,12 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sizes", default="5,10,20")
     ap.add_argument("--systems", default="ours,ours-fast,serf")
-    ap.add_argument("--quiet", type=float, default=20.0, help="seconds at rest measured")
-    ap.add_argument("--settle", type=float, default=10.0, help="seconds after convergence first")
+    ap.add_argument("--quiet", type=float, default=30.0,
+                    help="seconds at rest measured (30: one push-pull period)")
+    ap.add_argument("--rest-after", type=float, default=62.0,
+                    help="the rest window opens this long after the last node started")
+    ap.add_argument("--settle", type=float, default=5.0,
+                    help="seconds after convergence before the updates")
     ap.add_argument("--updates", type=int, default=5)
     ap.add_argument("--records", type=int, default=100000)
     ap.add_argument("--fast", default=DEFAULT_FAST,
