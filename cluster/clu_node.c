@@ -22,6 +22,7 @@
 #define CHECK_TIMEOUT 1.0      /* seconds a death check's connect may take */
 #define CHECK_TRIES 3          /* an accepted connect is asked again this often */
 #define CHECK_RETRY 0.05       /* seconds between those tries */
+#define STREAMS_IN_MAX 32      /* accepted streams not yet known as lifelines; past it, closed */
 
 /* Our probe of one member: direct, then indirect through relays. */
 struct probe {
@@ -935,6 +936,18 @@ static void pushpull_with(struct clu_node *n, const struct sockaddr_storage *to,
 		n->stats.streams_out++;
 }
 
+/* Accepted streams that are push-pulls (or not yet known as lifelines). */
+static unsigned streams_unknown(const struct clu_node *n)
+{
+	unsigned k = 0;
+	const struct list_node *it;
+	for (it = n->streams.next; it != &n->streams; it = it->next) {
+		const struct stream *s = list_entry(it, const struct stream, link);
+		k += !s->outbound && !s->lifeline;
+	}
+	return k;
+}
+
 static void tcp_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct clu_node *n = w->data;
@@ -942,6 +955,12 @@ static void tcp_cb(struct ev_loop *loop, ev_io *w, int revents)
 		int fd = accept4(n->tcp, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0)
 			return;
+		if (streams_unknown(n) >= STREAMS_IN_MAX) {
+			/* A flood of connections costs a close each, not a state each. */
+			close(fd);
+			n->stats.streams_refused++;
+			continue;
+		}
 		struct stream *s = stream_new(n, fd, 0);
 		if (s && stream_put_state(s, 0) < 0)
 			stream_free(s, 1);
@@ -1409,13 +1428,14 @@ size_t clu_node_status_json(const struct clu_node *n, char *buf, size_t len)
 		k = snprintf(buf + at, len - at, "], \"lifelines\": %u, "
 		             "\"packets_in\": %llu, \"packets_out\": %llu, "
 		             "\"dropped\": %llu, \"streams_in\": %llu, \"streams_out\": %llu, "
-		             "\"stream_failures\": %llu, \"lifelines_ended\": %llu, "
+		             "\"stream_failures\": %llu, \"streams_refused\": %llu, \"lifelines_ended\": %llu, "
 		             "\"deaths_seen\": %llu, \"store\": {\"records\": %zu, "
 		             "\"tombstones\": %zu, \"bytes\": %zu, \"applied\": %llu, "
 		             "\"refused_full\": %llu, \"refused_clock\": %llu}}",
 		             lifelines, n->stats.packets_in, n->stats.packets_out, n->stats.dropped,
 		             n->stats.streams_in, n->stats.streams_out, n->stats.stream_failures,
-		             n->stats.lifelines_ended, n->stats.deaths_seen, st.records, st.tombstones, st.bytes, st.applied, st.refused_full,
+		             n->stats.streams_refused, n->stats.lifelines_ended, n->stats.deaths_seen,
+		             st.records, st.tombstones, st.bytes, st.applied, st.refused_full,
 		             st.refused_clock);
 	if (k < 0 || len == 0)
 		return 0;

@@ -53,6 +53,7 @@ struct clu_node_stats {
 	unsigned long long packets_in, packets_out, bytes_in, bytes_out;
 	unsigned long long dropped;       /* failed to open, decode or check */
 	unsigned long long streams_in, streams_out, stream_failures;
+	unsigned long long streams_refused; /* accepted past the bound on streams, closed at once */
 	unsigned long long lifelines_ended, deaths_seen; /* lifelines that ended; deaths they proved */
 };
 
