@@ -1364,7 +1364,11 @@ void clu_node_handoff(struct clu_node *n, unsigned peers)
 
 int clu_node_busy(const struct clu_node *n)
 {
-	return !list_empty(&n->streams) || !list_empty(&n->confirms);
+	const struct list_node *it;
+	for (it = n->streams.next; it != &n->streams; it = it->next)
+		if (!list_entry(it, const struct stream, link)->lifeline)
+			return 1; /* a push-pull: the handoff may be in it */
+	return !list_empty(&n->confirms);
 }
 
 void clu_node_cancel_confirm(struct clu_confirm *c)

@@ -201,3 +201,24 @@ def test_drain(tmp_path, pki):
         uas.stop()
         contoso.stop()
     assert set(codes) <= {0}, codes
+
+
+def test_drain_with_nothing_under_way_stops_at_once(tmp_path, pki):
+    """A drained node whose transactions are answered stops when its handoff
+    is done, long before drain_timeout_s (the lifelines it keeps are not work)."""
+    a, b, uas, contoso, creds = make_pool(tmp_path, pki, "async")
+    a.text = a.text.replace("limits = {", "limits = { drain_timeout_s = 120;") \
+        if "limits = {" in a.text else a.text + "limits = { drain_timeout_s = 120; };\n"
+    try:
+        a.start(tmp_path)
+        b.start(tmp_path)
+        wait_for(lambda: a.edge.status()["cluster"]["lifelines"] >= 1 and
+                 b.edge.status()["cluster"]["lifelines"] >= 1, 10, "the pool of two, linked")
+        a.edge.proc.send_signal(signal.SIGUSR1)
+        assert a.edge.proc.wait(60) == 0
+        assert "drained: stopping" in a.edge.log(), a.edge.log()[-2000:]
+    finally:
+        codes = [n.edge.stop() for n in (a, b) if n.edge and n.edge.running()]
+        uas.stop()
+        contoso.stop()
+    assert set(codes) <= {0}, codes
