@@ -2,7 +2,8 @@
 # tools/demo.sh start EDGED | stop
 #
 # The `make run` demo: two organizations federated on loopback.
-#   contoso.test  edge on 127.0.0.1 (the configuration embedded in edged)
+#   contoso.test  a pool of two edge nodes: 127.0.0.1 (the configuration
+#                 embedded in edged) and 127.0.0.3 (etc/contoso-2.conf)
 #   fabrikam.test edge on 127.0.0.2 (etc/fabrikam.conf)
 # each with a sipp on port 5070 as its internal SIP server. Everything it
 # starts is recorded in run/NAME.pid and stopped by `tools/demo.sh stop`.
@@ -12,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=run
 SCENARIOS=tests/integration/scenarios
-NAMES="contoso-edge fabrikam-edge contoso-sip fabrikam-sip"
+NAMES="contoso-edge contoso-edge-2 fabrikam-edge contoso-sip fabrikam-sip"
 
 # Whether run/NAME.pid names a live process that is still the one we started
 # (edged or sipp), so that a recycled pid is never taken for ours.
@@ -49,6 +50,21 @@ wait_listening() { # name host port what
 		fi
 		sleep 0.05
 	done
+}
+
+# The two contoso nodes see each other: each logs the other's joining.
+wait_pool() {
+	local deadline=$((SECONDS + 15))
+	until grep -q "cluster: contoso-edge-2 joined" "$RUN/contoso-edge.log" &&
+		grep -q "cluster: contoso-edge-1 joined" "$RUN/contoso-edge-2.log"; do
+		if [ $SECONDS -ge $deadline ]; then
+			echo "demo: the contoso nodes did not form a pool; see $RUN/contoso-edge*.log" >&2
+			stop
+			exit 1
+		fi
+		sleep 0.05
+	done
+	echo "contoso.test's two edge nodes form a pool (cluster port 7946)."
 }
 
 start_bg() { # name command...
@@ -93,6 +109,7 @@ start() {
 	tools/mkcerts.sh "$RUN/pki" sip.contoso.test sip.fabrikam.test
 	# No -c: the embedded default, which is etc/edged.conf (paths relative to here).
 	start_bg contoso-edge "$edged"
+	start_bg contoso-edge-2 "$edged" -c etc/contoso-2.conf
 	start_bg fabrikam-edge "$edged" -c etc/fabrikam.conf
 	start_bg contoso-sip sipp -sf "$SCENARIOS/uas_message.xml" -t t1 -i 127.0.0.1 -p 5070 \
 		-m 1000000 -nostdin
@@ -100,6 +117,8 @@ start() {
 		-m 1000000 -nostdin
 	wait_listening contoso-edge 127.0.0.1 5060 "the contoso edge"
 	wait_listening contoso-edge 127.0.0.1 5061 "the contoso edge"
+	wait_listening contoso-edge-2 127.0.0.3 5061 "the second contoso edge"
+	wait_pool
 	wait_listening fabrikam-edge 127.0.0.2 5060 "the fabrikam edge"
 	wait_listening fabrikam-edge 127.0.0.2 5061 "the fabrikam edge"
 	wait_listening contoso-sip 127.0.0.1 5070 "contoso's sipp"
@@ -121,6 +140,9 @@ start() {
 	row "$(pid_of contoso-edge)" contoso.test edged \
 		"internal TCP 127.0.0.1:5060, federation TLS :5061" "$RUN/contoso-edge.log"
 	row "" "" "" "status http://127.0.0.1:9100/status" ""
+	row "$(pid_of contoso-edge-2)" contoso.test edged \
+		"internal TCP 127.0.0.3:5060, federation TLS :5061" "$RUN/contoso-edge-2.log"
+	row "" "" "" "status http://127.0.0.3:9100/status" ""
 	row "$(pid_of fabrikam-edge)" fabrikam.test edged \
 		"internal TCP 127.0.0.2:5060, federation TLS :5061" "$RUN/fabrikam-edge.log"
 	row "" "" "" "status http://127.0.0.2:9100/status" ""
