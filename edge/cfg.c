@@ -717,7 +717,8 @@ static int load(struct loader *ld)
 	static const char *const node_keys[] = { "pool_fqdn", "sip_domains", NULL };
 	static const char *const log_keys[] = { "level", "syslog", NULL };
 	static const char *const tls_keys[] = { "ca_file", "cert_file", "key_file", NULL };
-	static const char *const internal_keys[] = { "listen", "next_hop", "max_message_kb", NULL };
+	static const char *const internal_keys[] = { "listen", "next_hop", "max_message_kb", "pool_fqdn",
+	                                             NULL };
 	static const char *const hop_keys[] = { "host", "fqdn", "port", "transport", NULL };
 	static const char *const external_keys[] = { "listen", "max_message_kb", NULL };
 	static const char *const status_keys[] = { "address", "port", NULL };
@@ -760,7 +761,9 @@ static int load(struct loader *ld)
 
 	unsigned kb, port;
 	if (load_listeners(ld, internal, 0, &cfg->internal_listen, &cfg->ninternal_listen) < 0 ||
-	    get_uint(ld, internal, "max_message_kb", 64, 256, 128, &kb) < 0)
+	    get_uint(ld, internal, "max_message_kb", 64, 256, 128, &kb) < 0 ||
+	    (setting(internal, "pool_fqdn") &&
+	     get_domain(ld, internal, "pool_fqdn", &cfg->internal_pool_fqdn) < 0))
 		return -1;
 	cfg->internal_max_msg = (size_t)kb * 1024;
 

@@ -150,6 +150,10 @@ struct edge_cfg {
 
 	struct cfg_listen *internal_listen;
 	unsigned ninternal_listen;
+	/* The pool's name on the internal side (Lync's internal edge pool FQDN):
+	 * the internal Record-Route carries it, so the front ends' in-dialog
+	 * requests reach any node. NULL: this node's internal listener. */
+	const char *internal_pool_fqdn;
 	struct cfg_next_hop next_hop;
 	size_t internal_max_msg;  /* bytes */
 

@@ -126,6 +126,7 @@ static int is_local(const struct proxy *px, struct sip_str host, uint16_t port)
 {
 	const struct edge_cfg *cfg = px->cfg;
 	return sip_str_caseeq(host, cfg->pool_fqdn) ||
+	       (cfg->internal_pool_fqdn && sip_str_caseeq(host, cfg->internal_pool_fqdn)) ||
 	       listener_matches(cfg->internal_listen, cfg->ninternal_listen, host, port) ||
 	       listener_matches(cfg->external_listen, cfg->nexternal_listen, host, port);
 }
@@ -679,6 +680,8 @@ static void record_route_value(const struct proxy *px, enum conn_side side, char
 	char hp[300];
 	if (side == CONN_EXTERNAL)
 		hostport(hp, sizeof(hp), px->cfg->pool_fqdn, l->port);
+	else if (px->cfg->internal_pool_fqdn)
+		hostport(hp, sizeof(hp), px->cfg->internal_pool_fqdn, l->port);
 	else
 		hostport(hp, sizeof(hp), l->address, l->port);
 	snprintf(out, len, "<sip:%s;transport=%s;lr>", hp, l->tls ? "tls" : "tcp");

@@ -18,6 +18,7 @@ from edgepool import (Edge, SipClient, SipUAS, edge_config, free_port, sip_reque
 from test_cluster import udp_free_port
 
 KEY = base64.b64encode(bytes(range(32))).decode()
+INTERNAL_POOL = "edge-int.fabrikam.test"
 
 
 class Node:
@@ -38,6 +39,8 @@ class Node:
             partners=[{"domains": ["contoso.test"], "fqdn": "sip.contoso.test",
                        "address": contoso.addr[0], "port": contoso.addr[1]}],
             sections={"cluster": cluster})
+        # The pool's name on the internal side: the front ends' in-dialog requests reach any node.
+        self.text = self.text.replace("internal = {", f'internal = {{\n  pool_fqdn = "{INTERNAL_POOL}";', 1)
         self.edge = None
 
     def start(self, work):
@@ -146,6 +149,21 @@ def test_dialogs_survive_the_node_that_saw_them_begin(pool):
         assert r.status == 481, r
     finally:
         c.close()
+    # The front end refreshes carol's subscription through B, along the route set
+    # A recorded: its entry for the internal side names the pool, not A.
+    route_set = [v for n, v in reversed(contoso.received("sub-1")[0].headers) if n == "record-route"]
+    assert INTERNAL_POOL in route_set[0] and "sip.fabrikam.test" in route_set[1], route_set
+    i = SipClient(*b.internal)
+    try:
+        r = exchange(i, sip_request("SUBSCRIBE", "sip:dave@contoso.test",
+                                    from_uri="sip:carol@fabrikam.test", to_uri="sip:dave@contoso.test",
+                                    call_id="sub-1", cseq=2, to_tag="uas", via=(b.internal[0], 5999),
+                                    headers=[f"Route: {v}" for v in route_set] +
+                                            ["Event: presence", "Expires: 600"]))
+        assert r.status == 200, r
+    finally:
+        i.close()
+    assert [m.start.split()[0] for m in contoso.received("sub-1")] == ["SUBSCRIBE", "SUBSCRIBE"]
     methods = [m.start.split()[0] for m in uas.received("call-1")]
     assert methods.count("INVITE") == 2 and "BYE" in methods and "INFO" not in methods, methods
     assert [m.start.split()[0] for m in uas.received("sub-1")] == ["NOTIFY"]
