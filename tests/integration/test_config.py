@@ -47,7 +47,11 @@ def test_sample_config_checks_with_its_certificates(tmp_path):
     (lambda t: t.replace('domain = "fabrikam.test"', 'domain = "contoso.test"'),
      'domain = "contoso.test"', "sip_domains"),
     (lambda t: t.replace('level = "debug"', 'level = "chatty"'), "chatty", "unknown log level"),
-], ids=["syntax", "port", "transport", "section", "own-domain-as-partner", "log-level"])
+    (lambda t: t.replace('transport = "tcp"; } );\n  next', 'transport = "tcp"; } );\n'
+                         '  pool_fqdn = "edge..int";\n  next'),
+     "edge..int", "not a valid domain name"),
+], ids=["syntax", "port", "transport", "section", "own-domain-as-partner", "log-level",
+        "internal-pool-name"])
 def test_errors_name_the_line(good_config, tmp_path, change, line_of, message):
     text = change(good_config)
     path = tmp_path / "bad.conf"
