@@ -52,7 +52,8 @@ rc=0
 # shellcheck disable=SC2086
 [[ $only == *" message_relay "* ]] &&
 	{ bench message_relay "$here/message_relay.sh" --out "$out/message_relay" ${BENCH_RELAY_ARGS:-} || rc=1; }
-# About 25 minutes: 27 pools of 5-20 nodes, and three 100,000-record joins.
+# About 50 minutes: 27 pools of 5-20 nodes (each 100 s: a 30 s window at rest
+# from 62 s after the start), and three 100,000-record joins.
 # shellcheck disable=SC2086
 [[ $only == *" cluster "* ]] &&
 	{ bench cluster "$here/cluster.sh" --out "$out/cluster" ${BENCH_CLUSTER_ARGS:-} || rc=1; }
