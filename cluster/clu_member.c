@@ -519,6 +519,12 @@ int clu_leave(struct clu_members *m, double now)
 	return queue_dead(m, me, me->name) < 0 ? -1 : 0;
 }
 
+int clu_repeat_leave(struct clu_members *m)
+{
+	struct node *me = m->nodes[0];
+	return m->leaving ? queue_dead(m, me, me->name) : -1;
+}
+
 /* ---- probing ---- */
 
 static void shuffle_round(struct clu_members *m)

@@ -95,6 +95,9 @@ int clu_on_dead(struct clu_members *m, const char *node, uint64_t incarnation,
 
 /* We leave: dead at our own incarnation, from ourselves, queued. */
 int clu_leave(struct clu_members *m, double now);
+/* Queues our leave news afresh (its retransmit count anew), so that one
+ * more member can be told directly. -1 unless clu_leave() came first. */
+int clu_repeat_leave(struct clu_members *m);
 
 /* ---- probing ---- */
 

@@ -1161,7 +1161,9 @@ static void check_peer(struct clu_node *n, const char *peer)
 	c->io.data = c;
 	ev_init(&c->timer, check_timer_cb);
 	c->timer.data = c;
-	check_connect(c);
+	/* Not at once: a member that leaves says so by UDP as it closes its lifelines. */
+	ev_timer_set(&c->timer, CHECK_RETRY, 0);
+	ev_timer_start(n->loop, &c->timer);
 }
 
 /* ---- life cycle ---- */
@@ -1277,6 +1279,15 @@ void clu_node_leave_and_free(struct clu_node *n)
 		unsigned k = clu_pick_relays(n->m, "", to, 8);
 		for (unsigned i = 0; i < k; i++)
 			send_packet(n, (const struct sockaddr *)&to[i]->addr, to[i]->addrlen, NULL);
+		/* Every member with a lifeline to us sees it end: each must have heard
+		 * the leave first (its check waits CHECK_RETRY), or it proves us dead. */
+		struct list_node *it;
+		for (it = n->streams.next; it != &n->streams; it = it->next) {
+			const struct stream *s = list_entry(it, const struct stream, link);
+			const struct clu_member *peer = s->lifeline ? clu_find(n->m, s->peer) : NULL;
+			if (peer && clu_repeat_leave(n->m) == 0)
+				send_packet(n, (const struct sockaddr *)&peer->addr, peer->addrlen, NULL);
+		}
 	}
 	while (!list_empty(&n->streams))
 		stream_free(list_entry(n->streams.next, struct stream, link), 0);

@@ -184,6 +184,9 @@ def test_graceful_leave(pool):
     assert leaver.stop() == 0
     wait_for(lambda: all(pool.view(n).get("edge-2") == "left" for n in ("edge-1", "edge-3")),
              10, "edge-2 to be seen as left")
+    for n in ("edge-1", "edge-3"):
+        # Its lifelines ended as it left: the leave, told first, is not taken for a death.
+        assert "edge-2 is dead" not in pool.nodes[n].log(), pool.nodes[n].log()[-2000:]
 
 
 def test_key_rotation_without_downtime(tmp_path, pki):
