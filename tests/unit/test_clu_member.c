@@ -170,8 +170,12 @@ static void test_leave_and_dead_rules(void **state)
 	/* Unknown nodes: suspicion and death of a stranger mean nothing. */
 	assert_int_equal(clu_on_suspect(m, "edge-99", 1, "edge-4", 3), 0);
 	assert_int_equal(clu_on_dead(m, "edge-99", 1, "edge-4", 3), 0);
-	/* We leave: no refutation of our own death afterwards. */
+	/* We leave: no refutation of our own death afterwards. The leave news can be
+	 * queued afresh (for each lifeline peer) only once we leave. */
+	assert_int_equal(clu_repeat_leave(m), -1);
 	assert_int_equal(clu_leave(m, 4), 0);
+	assert_int_equal(clu_repeat_leave(m), 0);
+	assert_true(clu_news_count(m) >= 1);
 	assert_int_equal(clu_self(m)->state, CLU_LEFT);
 	assert_int_equal(clu_on_dead(m, "edge-1", 1, "edge-4", 5), 0);
 	clu_members_free(m);
