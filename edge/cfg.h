@@ -13,19 +13,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "cfgu.h"
 #include "log.h"
-
-struct cfg_addr {
-	struct sockaddr_storage sa;
-	socklen_t salen;
-};
-
-struct cfg_listen {
-	const char *address;      /* numeric IPv4 or IPv6 */
-	uint16_t port;
-	int tls;                  /* the external side is always TLS */
-	struct cfg_addr addr;
-};
 
 /* Lync's VerificationLevel: how messages from a source are marked for the front ends. */
 enum cfg_verification {
@@ -39,7 +28,7 @@ struct cfg_server {
 	const char *fqdn;         /* the name its certificate must carry; NULL: DNS SRV */
 	const char *address;      /* numeric; "" when fqdn is resolved through DNS */
 	uint16_t port;
-	struct cfg_addr addr;     /* `address`, when set */
+	struct cfgu_addr addr;     /* `address`, when set */
 };
 
 /* Lync New-CsAllowedDomain: a partner domain, direct (server.fqdn) or by DNS SRV. */
@@ -101,25 +90,11 @@ struct cfg_access_edge {
 	enum cfg_verification discovered_verification; /* DiscoveredPartnerVerificationLevel */
 };
 
-/* The pool's gossip cluster (cluster/clu_node.h). */
-struct cfg_cluster {
-	const char *name;         /* this node's, unique in the pool */
-	struct cfg_addr addr;     /* UDP and TCP, numeric */
-	uint8_t (*keys)[32];      /* keys[0] seals, all open (owned) */
-	unsigned nkeys;
-	struct cfg_addr *join;    /* seeds (owned) */
-	unsigned njoin;
-	unsigned probe_interval_ms, probe_timeout_ms, gossip_interval_ms, pushpull_interval_s;
-	unsigned suspicion_mult, indirect_checks, retransmit_mult;
-	int sync_dialogs;         /* replication = "sync": a 2xx waits until a peer holds the dialog */
-	unsigned replication_timeout_ms; /* how long it waits at most */
-};
-
 /* The resolver of partner discovery (c-ares). */
 struct cfg_dns {
 	const char *server;       /* numeric address; NULL: the system's resolvers */
 	uint16_t port;
-	struct cfg_addr addr;
+	struct cfgu_addr addr;
 	unsigned timeout_ms;      /* per try */
 	unsigned tries;
 	unsigned cache_records;   /* DnsCacheRecordCount */
@@ -131,7 +106,7 @@ struct cfg_next_hop {
 	const char *fqdn;         /* name verified on TLS; defaults to host */
 	uint16_t port;
 	int tls;
-	struct cfg_addr addr;
+	struct cfgu_addr addr;
 };
 
 struct edge_cfg {
@@ -148,7 +123,7 @@ struct edge_cfg {
 	const char *key_file;
 	unsigned tls_lines[3];    /* where ca_file, cert_file and key_file are set */
 
-	struct cfg_listen *internal_listen;
+	struct cfgu_listen *internal_listen;
 	unsigned ninternal_listen;
 	/* The pool's name on the internal side (Lync's internal edge pool FQDN):
 	 * the internal Record-Route carries it, so the front ends' in-dialog
@@ -157,7 +132,7 @@ struct edge_cfg {
 	struct cfg_next_hop next_hop;
 	size_t internal_max_msg;  /* bytes */
 
-	struct cfg_listen *external_listen;
+	struct cfgu_listen *external_listen;
 	unsigned nexternal_listen;
 	size_t external_max_msg;  /* bytes */
 
@@ -172,10 +147,12 @@ struct edge_cfg {
 	unsigned npolicies;
 	struct cfg_dns dns;
 
-	struct cfg_cluster *cluster; /* the `cluster` section, or NULL: a pool of one */
+	struct clu_settings *cluster; /* the `cluster` section, or NULL: a pool of one (owned) */
+	int sync_dialogs;         /* replication = "sync": a 2xx waits until a peer holds the dialog */
+	unsigned replication_timeout_ms; /* how long it waits at most */
 
 	int status_enabled;       /* the `status` section is present */
-	struct cfg_listen status; /* HTTP JSON status endpoint */
+	struct cfgu_listen status; /* HTTP JSON status endpoint */
 
 	unsigned max_connections;
 	unsigned max_headers;
@@ -200,10 +177,9 @@ int cfg_load(const char *path, struct edge_cfg **out, char *err, size_t errlen);
 
 /*
  * As cfg_load(), from text, naming it `source` in errors. With
- * CFG_NUMERIC_ONLY host names are refused rather than resolved, so that a
+ * CFGU_NUMERIC_ONLY host names are refused rather than resolved, so that a
  * fuzzer never sends a DNS query.
  */
-#define CFG_NUMERIC_ONLY 1
 int cfg_load_text(const char *text, const char *source, int flags, struct edge_cfg **out,
                   char *err, size_t errlen);
 void cfg_free(struct edge_cfg *cfg);

@@ -16,6 +16,7 @@
 
 #include "cfg.h"
 #include "clu_node.h"
+#include "clu_settings.h"
 #include "log.h"
 #include "proxy.h"
 #include "status.h"
@@ -46,7 +47,7 @@ static void on_member_change(void *arg, const struct clu_member *m, enum clu_sta
 }
 
 /* Joins the pool's gossip cluster as the configuration says; NULL with err on failure. */
-static struct clu_node *join_cluster(struct ev_loop *loop, const struct cfg_cluster *c,
+static struct clu_node *join_cluster(struct ev_loop *loop, const struct clu_settings *c,
                                      char *err, size_t errlen)
 {
 	struct clu_config cc;
@@ -56,22 +57,7 @@ static struct clu_node *join_cluster(struct ev_loop *loop, const struct cfg_clus
 		return NULL;
 	}
 	clu_config_lan(&cc);
-	cc.name = c->name;
-	memcpy(&cc.bind, &c->addr.sa, c->addr.salen);
-	cc.bindlen = c->addr.salen;
-	cc.keys = (const uint8_t (*)[CLU_KEY_LEN])c->keys;
-	cc.nkeys = c->nkeys;
-	for (unsigned i = 0; i < c->njoin; i++)
-		memcpy(&seeds[i], &c->join[i].sa, c->join[i].salen);
-	cc.seeds = seeds;
-	cc.nseeds = c->njoin;
-	cc.timing.probe_interval = c->probe_interval_ms / 1000.0;
-	cc.timing.probe_timeout = c->probe_timeout_ms / 1000.0;
-	cc.timing.suspicion_mult = c->suspicion_mult;
-	cc.timing.indirect_checks = c->indirect_checks;
-	cc.timing.retransmit_mult = c->retransmit_mult;
-	cc.gossip_interval = c->gossip_interval_ms / 1000.0;
-	cc.pushpull_interval = c->pushpull_interval_s;
+	clu_settings_apply(c, &cc, seeds);
 	cc.on_change = on_member_change;
 	struct clu_node *node = clu_node_new(loop, &cc, err, errlen);
 	free(seeds);

@@ -112,7 +112,7 @@ struct stateless_fwd {
 
 /* ---- who we are ---- */
 
-static int listener_matches(const struct cfg_listen *l, unsigned n, struct sip_str host,
+static int listener_matches(const struct cfgu_listen *l, unsigned n, struct sip_str host,
                             uint16_t port)
 {
 	for (unsigned i = 0; i < n; i++)
@@ -131,7 +131,7 @@ static int is_local(const struct proxy *px, struct sip_str host, uint16_t port)
 	       listener_matches(cfg->external_listen, cfg->nexternal_listen, host, port);
 }
 
-static const struct cfg_listen *side_listener(const struct proxy *px, enum conn_side side)
+static const struct cfgu_listen *side_listener(const struct proxy *px, enum conn_side side)
 {
 	return side == CONN_EXTERNAL ? &px->cfg->external_listen[0] : &px->cfg->internal_listen[0];
 }
@@ -659,10 +659,9 @@ static int dialog_answered(struct proxy *px, struct ptx *t, struct sip_msg *resp
 	default:
 		return 0;
 	}
-	const struct cfg_cluster *cc = px->cfg->cluster;
-	if (cc && cc->sync_dialogs && creates_dialog(req)) {
+	if (px->cfg->cluster && px->cfg->sync_dialogs && creates_dialog(req)) {
 		t->confirm = dlg_note_confirmed(px->dialogs, req->call_id, tag, partner, ttl,
-		                                cc->replication_timeout_ms / 1000.0, dialog_confirmed, t);
+		                                px->cfg->replication_timeout_ms / 1000.0, dialog_confirmed, t);
 		if (t->confirm) {
 			t->held = resp;
 			return 1;
@@ -676,7 +675,7 @@ static int dialog_answered(struct proxy *px, struct ptx *t, struct sip_msg *resp
 
 static void record_route_value(const struct proxy *px, enum conn_side side, char *out, size_t len)
 {
-	const struct cfg_listen *l = side_listener(px, side);
+	const struct cfgu_listen *l = side_listener(px, side);
 	char hp[300];
 	if (side == CONN_EXTERNAL)
 		hostport(hp, sizeof(hp), px->cfg->pool_fqdn, l->port);
@@ -716,7 +715,7 @@ static int prepare_forward(struct proxy *px, struct sip_msg *m, const struct con
 		if (sip_msg_insert(m, (unsigned)pos, SIP_HDR_RECORD_ROUTE, NULL, rr, strlen(rr)) < 0)
 			return -1;
 	}
-	const struct cfg_listen *l = side_listener(px, dest->side);
+	const struct cfgu_listen *l = side_listener(px, dest->side);
 	char hp[300];
 	hostport(hp, sizeof(hp), l->address, l->port);
 	char via[400];
@@ -1417,7 +1416,7 @@ int proxy_check(const struct edge_cfg *cfg, char *err, size_t errlen)
 	return rc;
 }
 
-static int listen_all(struct proxy *px, const struct cfg_listen *l, unsigned n,
+static int listen_all(struct proxy *px, const struct cfgu_listen *l, unsigned n,
                       enum conn_side side, const struct conn_limits *lim, char *err, size_t errlen)
 {
 	for (unsigned i = 0; i < n; i++) {

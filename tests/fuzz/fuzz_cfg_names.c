@@ -57,12 +57,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	free(domain); domain = NULL;
 	free(pattern); pattern = NULL;
 
-	/* CFG_NUMERIC_ONLY: no DNS. @include would read files of the machine: not ours to fuzz. */
+	/* CFGU_NUMERIC_ONLY: no DNS. @include would read files of the machine: not ours to fuzz. */
 	char *text = copy(data, size, 1);
 	struct edge_cfg *cfg = NULL;
 	char err[512];
 	if (!strstr(text, "@include") &&
-	    cfg_load_text(text, "fuzz", CFG_NUMERIC_ONLY, &cfg, err, sizeof(err)) == 0)
+	    cfg_load_text(text, "fuzz", CFGU_NUMERIC_ONLY, &cfg, err, sizeof(err)) == 0)
 		cfg_free(cfg);
 	free(text); text = NULL;
 	return 0;

@@ -88,7 +88,7 @@ static void load_fails(const char *text, const char *marker, const char *mention
 		fail_msg("error \"%s\" does not mention \"%s\"", err, mention);
 }
 
-static void assert_addr(const struct cfg_addr *a, const char *ip, uint16_t port)
+static void assert_addr(const struct cfgu_addr *a, const char *ip, uint16_t port)
 {
 	const struct sockaddr_in *sin = (const struct sockaddr_in *)(const void *)&a->sa;
 	char got[INET_ADDRSTRLEN];

@@ -69,7 +69,7 @@ static struct edge_cfg *load(const char *text)
 	struct edge_cfg *cfg = NULL;
 	char err[512] = "";
 
-	if (cfg_load_text(text, "test", CFG_NUMERIC_ONLY, &cfg, err, sizeof(err)) != 0)
+	if (cfg_load_text(text, "test", CFGU_NUMERIC_ONLY, &cfg, err, sizeof(err)) != 0)
 		fail_msg("cfg_load_text: %s", err);
 	assert_non_null(cfg);
 	return cfg;
