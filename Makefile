@@ -72,7 +72,7 @@ FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN   := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(FUZZ_SRC))
 
 .PHONY: all run stop test unit integration fuzz fuzz-ci bench deps clean install
-all: $(BUILD)/edged
+all: $(BUILD)/edged $(BUILD)/balancerd
 
 $(BUILD)/%.o: %.c | $(PROTO_H)
 	@mkdir -p $(dir $@)
@@ -141,6 +141,9 @@ $(BUILD)/bench/%: tests/bench/%.c $(LIBS)
 FUZZ_LINK_fuzz_sip_parse := edge/sip_msg.c
 FUZZ_LINK_fuzz_dns_answer := edge/dns_msg.c
 FUZZ_LIBS_fuzz_dns_answer := -lcares
+FUZZ_LINK_fuzz_bal_dns := balancer/bal_dns.c
+FUZZ_LIBS_fuzz_bal_dns := $(shell $(PKG_CONFIG) --libs ldns 2>/dev/null)
+FUZZ_LINK_fuzz_ppv2 := common/ppv2.c
 FUZZ_LINK_fuzz_clu_packet := cluster/clu_msg.c cluster/clu_crypt.c $(BUILD)/gen/proto/cluster.pb-c.c
 FUZZ_LIBS_fuzz_clu_packet := $(shell $(PKG_CONFIG) --libs libprotobuf-c libcrypto 2>/dev/null)
 FUZZ_LINK_fuzz_cfg_names := edge/cfg.c edge/domain.c common/log.c common/cfgu.c cluster/clu_crypt.c \
@@ -159,7 +162,7 @@ deps:
 # `make run` builds the normal binary and starts the two-organization demo.
 run: deps
 	$(Q)$(MAKE) --no-print-directory SAN=0 all
-	$(Q)tools/demo.sh start $(BUILD)/edged
+	$(Q)tools/demo.sh start $(BUILD)/edged $(BUILD)/balancerd
 
 stop:
 	$(Q)tools/demo.sh stop
@@ -173,9 +176,10 @@ unit: $(UNIT_BIN)
 	$(Q)set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
 # The tests run against $(BUILD)/edged; the valgrind test needs the plain build.
-integration: $(BUILD)/edged
+integration: $(BUILD)/edged $(BUILD)/balancerd
 	$(Q)$(MAKE) --no-print-directory SAN=0 all
 	$(Q)EDGED=$(abspath $(BUILD)/edged) EDGED_PLAIN=$(abspath build/edged) \
+		BALANCERD=$(abspath $(BUILD)/balancerd) \
 		$(PYTHON) -m pytest -q tests/integration
 
 fuzz: $(FUZZ_BIN)

@@ -40,18 +40,25 @@ static int get_transport(struct loader *ld, const config_setting_t *group, int *
 static int load_listeners(struct loader *ld, const config_setting_t *side, int external,
                           struct cfgu_listen **out, unsigned *n)
 {
-	static const char *const extra[] = { "transport", NULL };
+	static const char *const extra[] = { "transport", "proxy_protocol", NULL };
 	if (cfgu_listeners(&ld->u, side, "listen", extra, out, n) < 0)
 		return -1;
 	const config_setting_t *list = cfgu_setting(side, "listen");
 	for (unsigned i = 0; i < *n; i++) {
 		const config_setting_t *l = config_setting_get_elem(list, i);
+		/* Known on both sides so that the internal side can say why it is wrong there. */
+		if (!external && cfgu_setting(l, "proxy_protocol"))
+			return cfgu_fail(&ld->u, cfgu_setting(l, "proxy_protocol"),
+			                 "only the balancer sends a PROXY header, on the external side: "
+			                 "remove 'proxy_protocol'");
 		if (!external)
 			continue;
 		(*out)[i].tls = 1;
 		if (cfgu_setting(l, "transport"))
 			return cfgu_fail(&ld->u, cfgu_setting(l, "transport"),
 			                 "the external side is always mutual TLS: remove 'transport'");
+		if (cfgu_bool(&ld->u, l, "proxy_protocol", 0, &(*out)[i].proxy_protocol) < 0)
+			return -1;
 	}
 	for (unsigned i = 0; !external && i < *n; i++)
 		if (get_transport(ld, config_setting_get_elem(list, i), &(*out)[i].tls) < 0)
@@ -123,6 +130,40 @@ static int alloc_array(struct loader *ld, const config_setting_t *at, void **out
 {
 	*out = calloc((size_t)n + 1, size);
 	return *out ? 0 : cfgu_fail(&ld->u, at, "out of memory");
+}
+
+/*
+ * external.proxy_from: who may put a PROXY header before a partner's TLS.
+ * Anyone else could claim any source address, so a proxy_protocol listener
+ * without it is refused, and the list without such a listener is a mistake.
+ */
+static int load_proxy_from(struct loader *ld, const config_setting_t *external)
+{
+	struct edge_cfg *cfg = ld->cfg;
+	const config_setting_t *at = cfgu_setting(external, "proxy_from");
+	const config_setting_t *proxied = NULL;
+	const config_setting_t *list = cfgu_setting(external, "listen");
+	for (unsigned i = 0; !proxied && i < cfg->nexternal_listen; i++)
+		if (cfg->external_listen[i].proxy_protocol)
+			proxied = config_setting_get_elem(list, i);
+	if (!proxied && at)
+		return cfgu_fail(&ld->u, at, "'proxy_from' is only used with a listener that has "
+		                 "proxy_protocol = true");
+	if (!proxied)
+		return 0;
+	if (!at)
+		return cfgu_fail(&ld->u, cfgu_setting(proxied, "proxy_protocol"),
+		                 "a proxy_protocol listener needs external.proxy_from = [ ... ]: "
+		                 "the balancers' addresses");
+	if (cfgu_strings(&ld->u, external, "proxy_from", 1, &cfg->proxy_from, &cfg->nproxy_from) < 0 ||
+	    alloc_array(ld, at, (void **)&cfg->proxy_from_addr, cfg->nproxy_from,
+	                sizeof(*cfg->proxy_from_addr)) < 0)
+		return -1;
+	for (unsigned i = 0; i < cfg->nproxy_from; i++)
+		if (cfgu_numeric(cfg->proxy_from[i], 0, &cfg->proxy_from_addr[i]) < 0)
+			return cfgu_fail(&ld->u, at, "proxy_from: '%s' is not a numeric IPv4 or IPv6 address",
+			                 cfg->proxy_from[i]);
+	return 0;
 }
 
 /*
@@ -443,7 +484,7 @@ static int load(struct loader *ld)
 	static const char *const internal_keys[] = { "listen", "next_hop", "max_message_kb", "pool_fqdn",
 	                                             NULL };
 	static const char *const hop_keys[] = { "host", "fqdn", "port", "transport", NULL };
-	static const char *const external_keys[] = { "listen", "max_message_kb", NULL };
+	static const char *const external_keys[] = { "listen", "max_message_kb", "proxy_from", NULL };
 	static const char *const limits_keys[] = { "max_connections", "max_headers",
 	                                           "max_line_bytes",
 	                                           "connect_timeout_ms", "max_keep_alive_interval_s",
@@ -496,6 +537,7 @@ static int load(struct loader *ld)
 		return -1;
 
 	if (load_listeners(ld, external, 1, &cfg->external_listen, &cfg->nexternal_listen) < 0 ||
+	    load_proxy_from(ld, external) < 0 ||
 	    cfgu_uint(&ld->u, external, "max_message_kb", 1000, 20000, 5000, &kb) < 0)
 		return -1;
 	cfg->external_max_msg = (size_t)kb * 1024;
@@ -590,6 +632,8 @@ void cfg_free(struct edge_cfg *cfg)
 	clu_settings_free(cfg->cluster);
 	free(cfg->internal_listen);
 	free(cfg->external_listen);
+	free(cfg->proxy_from);
+	free(cfg->proxy_from_addr);
 	free(cfg->sip_domains);
 	free((char *)cfg->source);
 	cfgu_close(cfg->lc);

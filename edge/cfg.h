@@ -134,6 +134,11 @@ struct edge_cfg {
 
 	struct cfgu_listen *external_listen;
 	unsigned nexternal_listen;
+	/* external.proxy_from: the balancers, the only sources a proxy_protocol
+	 * listener accepts (numeric; port 0 in the addresses: not compared). */
+	const char **proxy_from;
+	struct cfgu_addr *proxy_from_addr;
+	unsigned nproxy_from;
 	size_t external_max_msg;  /* bytes */
 
 	struct cfg_access_edge edge;

@@ -10,11 +10,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cfgu.h"
 #include "htab.h"
 #include "list.h"
+#include "ppv2.h"
 #include "xprt.h"
 
 enum conn_state {
+	CONN_PROXY_HEADER, /* inbound from the balancer: reading its PROXY v2 header */
 	CONN_CONNECTING,  /* outbound: TCP connect and, for TLS, the handshake */
 	CONN_HANDSHAKING, /* inbound TLS */
 	CONN_UP,
@@ -70,6 +73,7 @@ struct conn {
 	char peer_ip[INET6_ADDRSTRLEN];
 	uint16_t peer_port;
 	char peer_str[INET6_ADDRSTRLEN + 8];
+	char via_ip[INET6_ADDRSTRLEN]; /* the balancer, when a PROXY header named the peer */
 	char local_ip[INET6_ADDRSTRLEN];
 	uint16_t local_port;
 	void *user;
@@ -92,6 +96,9 @@ struct listener {
 	enum conn_side side;
 	struct tls_ctx *tls;
 	const struct conn_limits *lim;
+	int proxied;                  /* conn_listen_proxied() */
+	const struct cfgu_addr *from; /* the balancers */
+	unsigned nfrom;
 	struct listener *next;
 };
 
@@ -107,6 +114,7 @@ struct conn_mgr {
 	struct listener *listeners;
 	struct list_node dead;        /* closed, to free after this iteration */
 	ev_prepare reaper;
+	struct conn_stats stats;
 };
 
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
@@ -129,19 +137,51 @@ static void addr_to_str(const struct sockaddr_storage *ss, char *ip, size_t iple
 	}
 }
 
+/* "ip:port", or "[ip]:port" for IPv6. */
+static void addr_to_hostport(const struct sockaddr_storage *ss, char *out, size_t len)
+{
+	char ip[INET6_ADDRSTRLEN];
+	uint16_t port;
+	addr_to_str(ss, ip, sizeof(ip), &port);
+	snprintf(out, len, strchr(ip, ':') ? "[%s]:%u" : "%s:%u", ip, port);
+}
+
+static void conn_set_peer(struct conn *c, const struct sockaddr_storage *ss)
+{
+	addr_to_str(ss, c->peer_ip, sizeof(c->peer_ip), &c->peer_port);
+	addr_to_hostport(ss, c->peer_str, sizeof(c->peer_str));
+}
+
 static void conn_fill_addrs(struct conn *c, int fd)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
 	memset(&ss, 0, sizeof(ss));
 	if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
-		addr_to_str(&ss, c->peer_ip, sizeof(c->peer_ip), &c->peer_port);
+		conn_set_peer(c, &ss);
 	len = sizeof(ss);
 	memset(&ss, 0, sizeof(ss));
 	if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
 		addr_to_str(&ss, c->local_ip, sizeof(c->local_ip), &c->local_port);
-	snprintf(c->peer_str, sizeof(c->peer_str), strchr(c->peer_ip, ':') ? "[%s]:%u" : "%s:%u",
-	         c->peer_ip, c->peer_port);
+}
+
+/* Whether ss is one of the balancers (the address alone: their ports are ephemeral). */
+static int addr_listed(const struct sockaddr_storage *ss, const struct cfgu_addr *list, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		const struct sockaddr_storage *a = &list[i].sa;
+		if (a->ss_family != ss->ss_family)
+			continue;
+		if (ss->ss_family == AF_INET &&
+		    ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+		    ((const struct sockaddr_in *)ss)->sin_addr.s_addr)
+			return 1;
+		if (ss->ss_family == AF_INET6 &&
+		    memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+		           &((const struct sockaddr_in6 *)ss)->sin6_addr, sizeof(struct in6_addr)) == 0)
+			return 1;
+	}
+	return 0;
 }
 
 /* ---- manager ---- */
@@ -217,6 +257,11 @@ unsigned conn_mgr_count(const struct conn_mgr *mgr)
 	return mgr->nconns;
 }
 
+void conn_mgr_stats(const struct conn_mgr *mgr, struct conn_stats *out)
+{
+	*out = mgr->stats;
+}
+
 static int id_eq(const struct htab_node *n, const void *key)
 {
 	return ((const struct conn *)(const void *)n)->id == *(const uint64_t *)key;
@@ -234,9 +279,12 @@ struct conn *conn_find(struct conn_mgr *mgr, uint64_t id)
 	return c && c->state != CONN_CLOSING ? c : NULL;
 }
 
-/* A new connection on fd (owned by the connection from now on). */
+/*
+ * A new connection on fd (owned by the connection from now on); proxied:
+ * a PROXY header comes first.
+ */
 static struct conn *conn_new(struct conn_mgr *mgr, int fd, enum conn_side side, int outbound,
-                             struct tls_ctx *tls, const char *name,
+                             int proxied, struct tls_ctx *tls, const char *name,
                              const struct conn_limits *lim)
 {
 	struct conn *c = calloc(1, sizeof(*c));
@@ -256,7 +304,8 @@ static struct conn *conn_new(struct conn_mgr *mgr, int fd, enum conn_side side, 
 	c->side = side;
 	c->outbound = outbound;
 	c->lim = lim;
-	c->state = outbound ? CONN_CONNECTING : tls ? CONN_HANDSHAKING : CONN_UP;
+	c->state = outbound ? CONN_CONNECTING : proxied ? CONN_PROXY_HEADER
+	         : tls ? CONN_HANDSHAKING : CONN_UP;
 	c->last_active = ev_now(mgr->loop);
 	if (!outbound)
 		conn_fill_addrs(c, fd);
@@ -274,7 +323,8 @@ static struct conn *conn_new(struct conn_mgr *mgr, int fd, enum conn_side side, 
 	return c;
 }
 
-static void conn_close_as(struct conn *c, int failed, const char *why)
+/* report 0: the handler never saw the connection, and is not told of its end. */
+static void conn_close_as(struct conn *c, int failed, int report, const char *why)
 {
 	if (c->state == CONN_CLOSING)
 		return;
@@ -291,7 +341,8 @@ static void conn_close_as(struct conn *c, int failed, const char *why)
 	}
 	htab_remove(&mgr->conns, &c->by_id);
 	mgr->nconns--;
-	mgr->handler->on_down(mgr->ctx, c, failed, why);
+	if (report)
+		mgr->handler->on_down(mgr->ctx, c, failed, why);
 	c->xprt->ops->destroy(c->xprt);
 	c->xprt = NULL;
 	list_add_tail(&mgr->dead, &c->dead_link);
@@ -299,12 +350,12 @@ static void conn_close_as(struct conn *c, int failed, const char *why)
 
 void conn_close(struct conn *c, const char *why)
 {
-	conn_close_as(c, 0, why);
+	conn_close_as(c, 0, 1, why);
 }
 
 void conn_fail(struct conn *c, const char *why)
 {
-	conn_close_as(c, 1, why);
+	conn_close_as(c, 1, 1, why);
 }
 
 void conn_close_after_flush(struct conn *c, const char *why)
@@ -569,6 +620,97 @@ static int conn_read(struct conn *c)
 	return c->state == CONN_CLOSING ? -1 : 0;
 }
 
+/* ---- the balancer's PROXY header ---- */
+
+/*
+ * Ends a connection whose PROXY header failed: counted and reported once,
+ * through on_refused, and never through on_down, as nothing else was.
+ */
+static void conn_refuse(struct conn *c, enum conn_refusal what, const char *why)
+{
+	struct conn_mgr *mgr = c->mgr;
+	if (what == CONN_REFUSED_HEADER)
+		mgr->stats.proxy_header_failures++;
+	if (mgr->handler->on_refused)
+		mgr->handler->on_refused(mgr->ctx, c->peer_str, what, why);
+	conn_close_as(c, 1, 0, why);
+}
+
+/* The header is in: its source becomes the peer, unless it is the balancer's own (LOCAL). */
+static void conn_take_header(struct conn *c, const struct ppv2_header *h)
+{
+	c->mgr->stats.proxy_headers++;
+	if (h->command == PPV2_PROXY) {
+		memcpy(c->via_ip, c->peer_ip, sizeof(c->via_ip));
+		conn_set_peer(c, &h->src);
+	}
+	free(c->rbuf);
+	c->rbuf = NULL;
+	c->rlen = c->rcap = 0;
+	/* The deadline runs on: header and handshake together get connect_timeout_ms. */
+	c->state = conn_is_tls(c) ? CONN_HANDSHAKING : CONN_UP;
+	if (c->state == CONN_UP) {
+		c->last_active = ev_now(c->mgr->loop);
+		ev_timer_stop(c->mgr->loop, &c->timer);
+		c->timer.repeat = c->lim->keepalive_s;
+		ev_timer_again(c->mgr->loop, &c->timer);
+	}
+}
+
+static void conn_handshake(struct conn *c);
+
+/*
+ * Reads the PROXY header into rbuf, never a byte past it (ppv2_wanted()):
+ * what follows is the partner's TLS, which OpenSSL reads from the socket.
+ * Reading rather than peeking, so that a partial header does not keep the
+ * socket readable and the loop spinning.
+ */
+static void conn_read_proxy_header(struct conn *c)
+{
+	if (!c->rbuf) {
+		if (!(c->rbuf = malloc(PPV2_MAX_LEN))) {
+			conn_refuse(c, CONN_REFUSED_HEADER, "out of memory for the PROXY header");
+			return;
+		}
+		c->rcap = PPV2_MAX_LEN;
+	}
+	const uint8_t *buf = (const uint8_t *)c->rbuf;
+	for (;;) {
+		size_t want = ppv2_wanted(buf, c->rlen);
+		if (want <= c->rlen || want > c->rcap) { /* ppv2_parse() refused it first */
+			conn_refuse(c, CONN_REFUSED_HEADER, "PROXY header of a bad length");
+			return;
+		}
+		ssize_t n = recv(c->io.fd, c->rbuf + c->rlen, want - c->rlen, 0);
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+			return;
+		if (n <= 0) {
+			char why[128];
+			int empty = c->rlen == 0;
+			snprintf(why, sizeof(why), "%s the PROXY header%s%s",
+			         empty ? "closed before" : "closed inside", n < 0 ? ": " : "",
+			         n < 0 ? strerror(errno) : "");
+			conn_refuse(c, empty ? CONN_REFUSED_EMPTY : CONN_REFUSED_HEADER, why);
+			return;
+		}
+		c->rlen += (size_t)n;
+		struct ppv2_header h;
+		int rc = ppv2_parse(buf, c->rlen, &h);
+		if (rc < 0) {
+			conn_refuse(c, CONN_REFUSED_HEADER, ppv2_strerror(rc));
+			return;
+		}
+		if (rc > 0) {
+			conn_take_header(c, &h);
+			if (c->state == CONN_HANDSHAKING)
+				conn_handshake(c);
+			else
+				conn_read(c);
+			return;
+		}
+	}
+}
+
 /* ---- state machine ---- */
 
 static void conn_established(struct conn *c)
@@ -607,6 +749,10 @@ static void conn_handshake(struct conn *c)
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct conn *c = w->data;
+	if (c->state == CONN_PROXY_HEADER) {
+		conn_read_proxy_header(c);
+		return;
+	}
 	if (c->state == CONN_CONNECTING || c->state == CONN_HANDSHAKING) {
 		conn_handshake(c);
 		return;
@@ -627,6 +773,10 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct conn *c = w->data;
+	if (c->state == CONN_PROXY_HEADER) {
+		conn_refuse(c, CONN_REFUSED_HEADER, "timeout waiting for the PROXY header");
+		return;
+	}
 	if (c->state == CONN_CONNECTING) {
 		conn_fail(c, "connect timeout");
 		return;
@@ -670,13 +820,27 @@ static void listener_cb(struct ev_loop *loop, ev_io *w, int revents)
 	struct listener *l = w->data;
 	struct conn_mgr *mgr = l->mgr;
 	for (int i = 0; i < 64; i++) {
-		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct sockaddr_storage ss;
+		socklen_t sslen = sizeof(ss);
+		memset(&ss, 0, sizeof(ss));
+		int fd = accept4(l->fd, (struct sockaddr *)&ss, &sslen, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0)
 			return; /* EAGAIN, or EMFILE and the like: try again next time */
+		/* Anyone else could claim any source: closed before a byte is read. */
+		if (l->proxied && !addr_listed(&ss, l->from, l->nfrom)) {
+			char from[INET6_ADDRSTRLEN + 8];
+			close(fd);
+			mgr->stats.proxy_refused++;
+			addr_to_hostport(&ss, from, sizeof(from));
+			if (mgr->handler->on_refused)
+				mgr->handler->on_refused(mgr->ctx, from, CONN_REFUSED_SOURCE,
+				                         "not a balancer in proxy_from");
+			continue;
+		}
 		int over_limit = mgr->nconns >= mgr->max_conns;
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		struct conn *c = conn_new(mgr, fd, l->side, 0, l->tls, NULL, l->lim);
+		struct conn *c = conn_new(mgr, fd, l->side, 0, l->proxied, l->tls, NULL, l->lim);
 		if (c && over_limit)
 			conn_fail(c, "connection limit reached"); /* reported, with the peer */
 		else if (c && c->state == CONN_HANDSHAKING)
@@ -684,9 +848,9 @@ static void listener_cb(struct ev_loop *loop, ev_io *w, int revents)
 	}
 }
 
-int conn_listen(struct conn_mgr *mgr, const struct sockaddr *addr, socklen_t len,
-                enum conn_side side, struct tls_ctx *tls, const struct conn_limits *lim,
-                char *err, size_t errlen)
+static struct listener *listen_on(struct conn_mgr *mgr, const struct sockaddr *addr,
+                                  socklen_t len, enum conn_side side, struct tls_ctx *tls,
+                                  const struct conn_limits *lim, char *err, size_t errlen)
 {
 	char ip[INET6_ADDRSTRLEN];
 	uint16_t port;
@@ -698,7 +862,7 @@ int conn_listen(struct conn_mgr *mgr, const struct sockaddr *addr, socklen_t len
 	int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		snprintf(err, errlen, "socket: %s", strerror(errno));
-		return -1;
+		return NULL;
 	}
 	int one = 1;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -707,13 +871,13 @@ int conn_listen(struct conn_mgr *mgr, const struct sockaddr *addr, socklen_t len
 	if (bind(fd, addr, len) < 0 || listen(fd, 1024) < 0) {
 		snprintf(err, errlen, "listen on %s port %u: %s", ip, port, strerror(errno));
 		close(fd);
-		return -1;
+		return NULL;
 	}
 	struct listener *l = calloc(1, sizeof(*l));
 	if (!l) {
 		close(fd);
 		snprintf(err, errlen, "out of memory");
-		return -1;
+		return NULL;
 	}
 	l->mgr = mgr;
 	l->fd = fd;
@@ -725,6 +889,26 @@ int conn_listen(struct conn_mgr *mgr, const struct sockaddr *addr, socklen_t len
 	ev_io_start(mgr->loop, &l->io);
 	l->next = mgr->listeners;
 	mgr->listeners = l;
+	return l;
+}
+
+int conn_listen(struct conn_mgr *mgr, const struct sockaddr *addr, socklen_t len,
+                enum conn_side side, struct tls_ctx *tls, const struct conn_limits *lim,
+                char *err, size_t errlen)
+{
+	return listen_on(mgr, addr, len, side, tls, lim, err, errlen) ? 0 : -1;
+}
+
+int conn_listen_proxied(struct conn_mgr *mgr, const struct sockaddr *addr, socklen_t len,
+                        enum conn_side side, struct tls_ctx *tls, const struct conn_limits *lim,
+                        const struct cfgu_addr *from, unsigned nfrom, char *err, size_t errlen)
+{
+	struct listener *l = listen_on(mgr, addr, len, side, tls, lim, err, errlen);
+	if (!l)
+		return -1;
+	l->proxied = 1;
+	l->from = from;
+	l->nfrom = nfrom;
 	return 0;
 }
 
@@ -798,7 +982,7 @@ static struct conn *conn_connect(struct conn_mgr *mgr, struct pool *p,
 		close(fd);
 		return NULL;
 	}
-	struct conn *c = conn_new(mgr, fd, d->side, 1, d->tls, d->name, d->lim);
+	struct conn *c = conn_new(mgr, fd, d->side, 1, 0, d->tls, d->name, d->lim);
 	if (!c) {
 		snprintf(err, errlen, "out of memory");
 		return NULL;
@@ -806,9 +990,7 @@ static struct conn *conn_connect(struct conn_mgr *mgr, struct pool *p,
 	struct sockaddr_storage ss;
 	memset(&ss, 0, sizeof(ss));
 	memcpy(&ss, d->addr, d->addrlen);
-	addr_to_str(&ss, c->peer_ip, sizeof(c->peer_ip), &c->peer_port);
-	snprintf(c->peer_str, sizeof(c->peer_str), strchr(c->peer_ip, ':') ? "[%s]:%u" : "%s:%u",
-	         c->peer_ip, c->peer_port);
+	conn_set_peer(c, &ss);
 	c->pool = p;
 	list_add_tail(&p->conns, &c->pool_link);
 	p->nconns++;
@@ -849,6 +1031,7 @@ int conn_is_outbound(const struct conn *c) { return c->outbound; }
 const char *conn_peer_ip(const struct conn *c) { return c->peer_ip; }
 uint16_t conn_peer_port(const struct conn *c) { return c->peer_port; }
 const char *conn_peer_str(const struct conn *c) { return c->peer_str; }
+const char *conn_via(const struct conn *c) { return c->via_ip[0] ? c->via_ip : NULL; }
 const char *conn_local_ip(const struct conn *c) { return c->local_ip; }
 uint16_t conn_local_port(const struct conn *c) { return c->local_port; }
 const char *conn_dest_name(const struct conn *c) { return c->pool ? c->pool->name : NULL; }

@@ -9,6 +9,13 @@
  * pings itself. Writes are queued until the handshake is done (so an
  * unverified peer is never sent a byte) and while the socket is full.
  *
+ * A listener meant for the balancer (conn_listen_proxied()) takes
+ * connections only from the balancers' addresses and reads a PROXY protocol
+ * v2 header (common/ppv2.h) before the TLS handshake, exactly its length,
+ * so that the partner's TLS bytes behind it reach OpenSSL untouched; the
+ * header's source then is the connection's peer, for logs, Via and
+ * everything else, and the balancer's address stays known (conn_via()).
+ *
  * Connections are freed by the manager, never inside their own callbacks:
  * conn_close() only marks one closing, so a pointer stays valid until the
  * event loop iteration ends. Code that keeps a connection across iterations
@@ -31,6 +38,21 @@ enum conn_side {
 
 struct conn;
 struct conn_mgr;
+struct cfgu_addr;
+
+/* Why a connection to a PROXY listener was closed before its handshake. */
+enum conn_refusal {
+	CONN_REFUSED_SOURCE,  /* its source is not one of the balancers */
+	CONN_REFUSED_HEADER,  /* its PROXY header is bad, cut short or late */
+	CONN_REFUSED_EMPTY,   /* closed before sending a byte (a TCP check, say): not counted */
+};
+
+/* What the manager counts itself; connections open now are conn_mgr_count(). */
+struct conn_stats {
+	unsigned long long proxy_headers;   /* PROXY v2 headers accepted (LOCAL too) */
+	unsigned long long proxy_refused;   /* connections from a source not allowed */
+	unsigned long long proxy_header_failures; /* CONN_REFUSED_HEADER */
+};
 
 /* Events a connection reports to its user (the proxy). */
 struct conn_handler {
@@ -49,6 +71,12 @@ struct conn_handler {
 	 * says whether an error ended it (TLS, I/O, framing, timeout) rather
 	 * than the peer, the idle timer or shutdown. */
 	void (*on_down)(void *ctx, struct conn *c, int failed, const char *why);
+	/*
+	 * A connection to a PROXY listener closed before its handshake, so
+	 * before any other callback saw it (none will): from is the address
+	 * that connected, "ip:port"; why says what was wrong. May be NULL.
+	 */
+	void (*on_refused)(void *ctx, const char *from, enum conn_refusal what, const char *why);
 };
 
 struct conn_limits {
@@ -71,6 +99,7 @@ struct conn_mgr *conn_mgr_new(struct ev_loop *loop, const struct conn_handler *h
 /* Closes every listener and connection and frees the manager. */
 void conn_mgr_free(struct conn_mgr *mgr);
 unsigned conn_mgr_count(const struct conn_mgr *mgr);
+void conn_mgr_stats(const struct conn_mgr *mgr, struct conn_stats *out);
 
 /*
  * Listens on addr. tls NULL means plain TCP. The manager keeps the pointers
@@ -79,6 +108,19 @@ unsigned conn_mgr_count(const struct conn_mgr *mgr);
 int conn_listen(struct conn_mgr *mgr, const struct sockaddr *addr, socklen_t len,
                 enum conn_side side, struct tls_ctx *tls, const struct conn_limits *lim,
                 char *err, size_t errlen);
+
+/*
+ * As conn_listen(), for the balancer: a connection whose source address is
+ * none of the nfrom addresses of from (ports are not compared) is closed at
+ * once; the others must begin with a PROXY v2 header within
+ * lim->connect_timeout_ms (the handshake after it has the same deadline).
+ * A PROXY command makes the header's source the peer; LOCAL (the
+ * balancer's own check) keeps the balancer as the peer. from must outlive
+ * the manager.
+ */
+int conn_listen_proxied(struct conn_mgr *mgr, const struct sockaddr *addr, socklen_t len,
+                        enum conn_side side, struct tls_ctx *tls, const struct conn_limits *lim,
+                        const struct cfgu_addr *from, unsigned nfrom, char *err, size_t errlen);
 
 /* Where an outbound connection goes. Pointers must outlive the manager. */
 struct conn_dest {
@@ -128,6 +170,8 @@ const char *conn_transport(const struct conn *c);  /* "TCP" or "TLS" */
 const char *conn_peer_ip(const struct conn *c);    /* numeric, no brackets */
 uint16_t conn_peer_port(const struct conn *c);
 const char *conn_peer_str(const struct conn *c);   /* "ip:port" or "[ip]:port" */
+/* The balancer's address (numeric) when a PROXY header named the peer, else NULL. */
+const char *conn_via(const struct conn *c);
 const char *conn_local_ip(const struct conn *c);
 uint16_t conn_local_port(const struct conn *c);
 /* For TLS, the names of the verified peer certificate; else NULL, 0. */

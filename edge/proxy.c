@@ -390,17 +390,31 @@ static struct link_state *link_state_of(struct conn *c)
 	return ls;
 }
 
+/*
+ * The peer for a log line: "ip:port", and the balancer that relayed it
+ * when a PROXY header named the peer (an operator looks for both).
+ */
+static const char *peer_label(const struct conn *c, char *buf, size_t len)
+{
+	const char *via = conn_via(c);
+	if (!via)
+		return conn_peer_str(c);
+	snprintf(buf, len, "%s via balancer %s", conn_peer_str(c), via);
+	return buf;
+}
+
 static void on_up(void *ctx, struct conn *c)
 {
 	const char *name = conn_dest_name(c);
 	struct link_state *ls = conn_user(c);
+	char peer[128];
 	if (ls)
 		ls->was_up = 1;
 	if (conn_is_tls(c) && !conn_is_outbound(c)) {
 		unsigned n;
 		const char *const *names = conn_peer_names(c, &n);
 		log_info("TLS connection from %s accepted, certificate names %s%s",
-		         conn_peer_str(c), n ? names[0] : "(none)", n > 1 ? ", ..." : "");
+		         peer_label(c, peer, sizeof(peer)), n ? names[0] : "(none)", n > 1 ? ", ..." : "");
 	} else if (name) {
 		log_info("%s connection to %s (%s) established", conn_transport(c), name,
 		         conn_peer_str(c));
@@ -413,14 +427,15 @@ static void on_down(void *ctx, struct conn *c, int failed, const char *why)
 {
 	struct proxy *px = ctx;
 	const char *name = conn_dest_name(c);
+	char peer[128];
 	if (failed)
 		log_warning("%s connection %s %s%s%s (%s side) failed: %s", conn_transport(c),
-		            conn_is_outbound(c) ? "to" : "from", conn_peer_str(c),
+		            conn_is_outbound(c) ? "to" : "from", peer_label(c, peer, sizeof(peer)),
 		            name ? " " : "", name ? name : "",
 		            conn_side(c) == CONN_EXTERNAL ? "external" : "internal", why);
 	else
 		log_debug("%s connection %s %s closed: %s", conn_transport(c),
-		          conn_is_outbound(c) ? "to" : "from", conn_peer_str(c), why);
+		          conn_is_outbound(c) ? "to" : "from", peer_label(c, peer, sizeof(peer)), why);
 
 	if (failed)
 		px->stats.connection_failures++;
@@ -731,6 +746,12 @@ static int prepare_forward(struct proxy *px, struct sip_msg *m, const struct con
 
 static void answer_options(struct ptx *t)
 {
+	/* A draining node says so to whoever checks it: the balancer takes it
+	 * out of new traffic at once (balancer/bal_health.h). */
+	if (t->px->draining) {
+		ptx_reply_after(t, 503, "this node is draining", 0);
+		return;
+	}
 	struct sip_msg *resp = make_response(t->px, t->req, 200, NULL, NULL);
 	if (!resp)
 		return;
@@ -1317,9 +1338,10 @@ static void on_message(void *ctx, struct conn *c, struct sip_msg *m)
 static void on_bad_message(void *ctx, struct conn *c, struct sip_msg *m, int err)
 {
 	struct proxy *px = ctx;
+	char peer[128];
 	px->stats.malformed++;
 	log_notice("%s message from %s (%s side): %s", err == SIP_ERR_TOO_LARGE ? "oversized"
-	           : "malformed", conn_peer_str(c),
+	           : "malformed", peer_label(c, peer, sizeof(peer)),
 	           conn_side(c) == CONN_EXTERNAL ? "external" : "internal", sip_strerror(err));
 	/* A request with a Via can be answered on its connection, with whatever
 	 * of From, To, Call-ID and CSeq it has (8.2.6); an ACK never is. */
@@ -1336,11 +1358,23 @@ static void on_bad_message(void *ctx, struct conn *c, struct sip_msg *m, int err
 	sip_msg_free(m);
 }
 
+/* A connection to the balancer's listener closed before its handshake; conn counts it. */
+static void on_refused(void *ctx, const char *from, enum conn_refusal what, const char *why)
+{
+	if (what == CONN_REFUSED_SOURCE)
+		log_notice("connection from %s to a PROXY protocol listener refused: %s", from, why);
+	else if (what == CONN_REFUSED_HEADER)
+		log_notice("connection from balancer %s closed: %s", from, why);
+	else
+		log_debug("connection from balancer %s closed: %s", from, why);
+}
+
 static const struct conn_handler proxy_handler = {
 	.on_message = on_message,
 	.on_bad_message = on_bad_message,
 	.on_up = on_up,
 	.on_down = on_down,
+	.on_refused = on_refused,
 };
 
 /* ---- the discovered partners' counts, pool-wide ---- */
@@ -1419,12 +1453,19 @@ int proxy_check(const struct edge_cfg *cfg, char *err, size_t errlen)
 static int listen_all(struct proxy *px, const struct cfgu_listen *l, unsigned n,
                       enum conn_side side, const struct conn_limits *lim, char *err, size_t errlen)
 {
+	const struct edge_cfg *cfg = px->cfg;
 	for (unsigned i = 0; i < n; i++) {
-		if (conn_listen(px->conns, (const struct sockaddr *)&l[i].addr.sa, l[i].addr.salen,
-		                side, l[i].tls ? px->tls_server : NULL, lim, err, errlen) < 0)
+		const struct sockaddr *sa = (const struct sockaddr *)&l[i].addr.sa;
+		struct tls_ctx *tls = l[i].tls ? px->tls_server : NULL;
+		int rc = l[i].proxy_protocol
+		       ? conn_listen_proxied(px->conns, sa, l[i].addr.salen, side, tls, lim,
+		                             cfg->proxy_from_addr, cfg->nproxy_from, err, errlen)
+		       : conn_listen(px->conns, sa, l[i].addr.salen, side, tls, lim, err, errlen);
+		if (rc < 0)
 			return -1;
-		log_info("listening on %s %s port %u (%s side)", l[i].tls ? "TLS" : "TCP",
-		         l[i].address, l[i].port, side == CONN_EXTERNAL ? "external" : "internal");
+		log_info("listening on %s %s port %u (%s side%s)", l[i].tls ? "TLS" : "TCP",
+		         l[i].address, l[i].port, side == CONN_EXTERNAL ? "external" : "internal",
+		         l[i].proxy_protocol ? ", PROXY protocol v2 from the balancers" : "");
 	}
 	return 0;
 }
@@ -1564,6 +1605,7 @@ static void status_add(char *buf, size_t len, size_t *at, const char *fmt, ...)
 size_t proxy_status_json(const struct proxy *px, char *buf, size_t len)
 {
 	struct proxy_stats st;
+	struct conn_stats cs;
 	struct thr_stats thr;
 	struct dns_stats dns;
 	size_t at = 0;
@@ -1571,13 +1613,15 @@ size_t proxy_status_json(const struct proxy *px, char *buf, size_t len)
 		return 0;
 	buf[0] = '\0';
 	proxy_get_stats(px, &st);
+	conn_mgr_stats(px->conns, &cs);
 	thr_get_stats(px->thr, ev_now(px->loop), &thr);
 	dns_get_stats(px->dns, &dns);
 	status_add(buf, len, &at,
 	           "{\"pool_fqdn\": \"%s\", \"connections\": %llu, \"transactions\": %llu, "
 	           "\"requests_in\": %llu, \"requests_forwarded\": %llu, "
 	           "\"responses_forwarded\": %llu, \"rejected\": %llu, \"malformed\": %llu, "
-	           "\"connection_failures\": %llu, "
+	           "\"connection_failures\": %llu, \"proxy_headers\": %llu, \"proxy_refused\": %llu, "
+	           "\"proxy_header_failures\": %llu, "
 	           "\"discovered_partners\": {\"tracked\": %u, \"blocked\": %u, "
 	           "\"suspicious\": %u, \"pool_contacts\": %u, \"rate_refused\": %llu, "
 	           "\"contacts_refused\": %llu}, "
@@ -1585,7 +1629,8 @@ size_t proxy_status_json(const struct proxy *px, char *buf, size_t len)
 	           "\"cached\": %u}, \"monitored_domains\": {",
 	           px->cfg->pool_fqdn, st.connections, st.transactions, st.requests_in,
 	           st.requests_forwarded, st.responses_forwarded, st.rejected, st.malformed,
-	           st.connection_failures, thr.partners, thr.blocked, thr.suspicious,
+	           st.connection_failures, cs.proxy_headers, cs.proxy_refused,
+	           cs.proxy_header_failures, thr.partners, thr.blocked, thr.suspicious,
 	           thr.pool_contacts, thr.rate_refused, thr.contacts_refused, dns.queries, dns.cache_hits,
 	           dns.failures, dns.cached);
 	/* Domain names are checked at load: nothing in them needs escaping. */

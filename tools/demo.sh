@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# tools/demo.sh start EDGED | stop
+# tools/demo.sh start EDGED BALANCERD | stop
 #
 # The `make run` demo: two organizations federated on loopback.
 #   contoso.test  a pool of two edge nodes: 127.0.0.1 (the configuration
-#                 embedded in edged) and 127.0.0.3 (etc/contoso-2.conf)
-#   fabrikam.test edge on 127.0.0.2 (etc/fabrikam.conf)
+#                 embedded in edged) and 127.0.0.3 (etc/contoso-2.conf),
+#                 and its balancer (the configuration embedded in balancerd):
+#                 DNS on 127.0.0.1:5353, the VIP 127.0.0.10:5061
+#   fabrikam.test edge on 127.0.0.2 (etc/fabrikam.conf), a legacy partner
+#                 of contoso's: it reaches contoso through the VIP
 # each with a sipp on port 5070 as its internal SIP server. Everything it
 # starts is recorded in run/NAME.pid and stopped by `tools/demo.sh stop`.
 # Run as `sh tools/demo.sh` too: bash features below ($SECONDS, local, pipefail).
@@ -13,16 +16,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=run
 SCENARIOS=tests/integration/scenarios
-NAMES="contoso-edge contoso-edge-2 fabrikam-edge contoso-sip fabrikam-sip"
+NAMES="contoso-balancer contoso-edge contoso-edge-2 fabrikam-edge contoso-sip fabrikam-sip"
 
 # Whether run/NAME.pid names a live process that is still the one we started
-# (edged or sipp), so that a recycled pid is never taken for ours.
+# (edged, balancerd or sipp), so that a recycled pid is never taken for ours.
 ours() { # name -> pid on stdout
 	local f=$RUN/$1.pid pid
 	[ -s "$f" ] || return 1
 	pid=$(cat "$f")
 	kill -0 "$pid" 2>/dev/null || return 1
-	tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qE '(^|/)(edged|sipp) ' || return 1
+	tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qE '(^|/)(edged|balancerd|sipp) ' || return 1
 	echo "$pid"
 }
 
@@ -67,6 +70,20 @@ wait_pool() {
 	echo "contoso.test's two edge nodes form a pool (cluster port 7946)."
 }
 
+# The balancer's checks find both edges usable.
+wait_usable() {
+	local deadline=$((SECONDS + 15))
+	until grep -q "(2 of 2 usable)" "$RUN/contoso-balancer.log"; do
+		if [ $SECONDS -ge $deadline ]; then
+			echo "demo: the balancer does not see both edges; see $RUN/contoso-balancer.log" >&2
+			stop
+			exit 1
+		fi
+		sleep 0.05
+	done
+	echo "contoso.test's balancer sees both edges usable."
+}
+
 start_bg() { # name command...
 	local name=$1
 	shift
@@ -97,12 +114,13 @@ stop() {
 pid_of() { cat "$RUN/$1.pid"; }
 
 start() {
-	local edged=$1
+	local edged=$1 balancerd=$2
 	if running; then
 		echo "demo: already running; stop it with: make stop" >&2
 		exit 1
 	fi
 	[ -x "$edged" ] || { echo "demo: $edged is not an executable; build it with make" >&2; exit 1; }
+	[ -x "$balancerd" ] || { echo "demo: $balancerd is not an executable; build it with make" >&2; exit 1; }
 	command -v sipp >/dev/null || { echo "demo: sipp is missing (package sip-tester)" >&2; exit 1; }
 	mkdir -p "$RUN"
 	rm -f "$RUN"/*.pid
@@ -123,6 +141,10 @@ start() {
 	wait_listening fabrikam-edge 127.0.0.2 5061 "the fabrikam edge"
 	wait_listening contoso-sip 127.0.0.1 5070 "contoso's sipp"
 	wait_listening fabrikam-sip 127.0.0.2 5070 "fabrikam's sipp"
+	# No -c: the embedded default, which is etc/balancerd.conf.
+	start_bg contoso-balancer "$balancerd"
+	wait_listening contoso-balancer 127.0.0.10 5061 "contoso's balancer"
+	wait_usable
 
 	echo "Sending a MESSAGE from alice@contoso.test to bob@fabrikam.test ..."
 	if sipp -sf "$SCENARIOS/uac_message.xml" -t t1 -i 127.0.0.1 -p 5080 127.0.0.1:5060 \
@@ -133,19 +155,34 @@ start() {
 	else
 		echo "  FAILED: no 200; see $RUN/demo-message.log and the logs listed below." >&2
 	fi
+	echo "Sending a MESSAGE from bob@fabrikam.test to alice@contoso.test through the VIP ..."
+	if sipp -sf "$SCENARIOS/uac_message.xml" -t t1 -i 127.0.0.2 -p 5080 127.0.0.2:5060 \
+		-key from_user bob -key from_domain fabrikam.test \
+		-key to_user alice -key to_domain contoso.test \
+		-m 1 -nostdin -timeout 10s -timeout_error > "$RUN/demo-message-2.log" 2>&1 < /dev/null; then
+		echo "  200 OK: fabrikam's edge -> the VIP 127.0.0.10 -> balancerd (PROXY v2) -> a contoso edge."
+	else
+		echo "  FAILED: no 200; see $RUN/demo-message-2.log and the logs listed below." >&2
+	fi
 	echo
 	echo "What runs where:"
-	row() { printf '  %-7s %-14s %-6s %-50s %s\n' "$@"; }
+	row() { printf '  %-7s %-14s %-9s %-50s %s\n' "$@"; }
 	row pid org what addresses log
 	row "$(pid_of contoso-edge)" contoso.test edged \
-		"internal TCP 127.0.0.1:5060, federation TLS :5061" "$RUN/contoso-edge.log"
+		"internal TCP 127.0.0.1:5060, federation TLS :5061, balancer :5063" \
+		"$RUN/contoso-edge.log"
 	row "" "" "" "status http://127.0.0.1:9100/status" ""
 	row "$(pid_of contoso-edge-2)" contoso.test edged \
-		"internal TCP 127.0.0.3:5060, federation TLS :5061" "$RUN/contoso-edge-2.log"
+		"internal TCP 127.0.0.3:5060, federation TLS :5061, balancer :5063" \
+		"$RUN/contoso-edge-2.log"
 	row "" "" "" "status http://127.0.0.3:9100/status" ""
 	row "$(pid_of fabrikam-edge)" fabrikam.test edged \
 		"internal TCP 127.0.0.2:5060, federation TLS :5061" "$RUN/fabrikam-edge.log"
 	row "" "" "" "status http://127.0.0.2:9100/status" ""
+	row "$(pid_of contoso-balancer)" contoso.test balancerd \
+		"DNS 127.0.0.1:5353 (dig -p 5353 @127.0.0.1 sip.contoso.test), VIP 127.0.0.10:5061" \
+		"$RUN/contoso-balancer.log"
+	row "" "" "" "status http://127.0.0.1:9190/status" ""
 	row "$(pid_of contoso-sip)" contoso.test sipp "its SIP server (UAS), TCP 127.0.0.1:5070" \
 		"$RUN/contoso-sip.log"
 	row "$(pid_of fabrikam-sip)" fabrikam.test sipp "its SIP server (UAS), TCP 127.0.0.2:5070" \
@@ -161,7 +198,7 @@ EOT
 }
 
 case "${1:-}" in
-start) start "${2:?usage: $0 start EDGED}" ;;
+start) start "${2:?usage: $0 start EDGED BALANCERD}" "${3:?usage: $0 start EDGED BALANCERD}" ;;
 stop) stop ;;
-*) echo "usage: $0 start EDGED | stop" >&2; exit 2 ;;
+*) echo "usage: $0 start EDGED BALANCERD | stop" >&2; exit 2 ;;
 esac

@@ -112,9 +112,13 @@ class Bind:
 
     The port is chosen here, so address is known before start(). start()
     writes the zones afresh (any journal from an earlier run is removed), so
-    updates do not survive a restart. Use one workdir per Bind."""
+    updates do not survive a restart. Use one workdir per Bind.
 
-    def __init__(self, workdir, zones, host="127.0.0.1", port=None, default_ttl=1):
+    Updates are allowed with the TSIG key KEY_NAME, whose secret is
+    `secret` (base64) and algorithm `algorithm` (as in named.conf)."""
+
+    def __init__(self, workdir, zones, host="127.0.0.1", port=None, default_ttl=1,
+                 algorithm="hmac-sha256"):
         try:
             ipaddress.IPv4Address(host)
         except ValueError:
@@ -130,6 +134,7 @@ class Bind:
         self.conf = self.dir / "named.conf"
         self.key_file = self.dir / "update.key"
         self.log_path = self.dir / "named.log"
+        self.algorithm = algorithm
         self.secret = base64.b64encode(secrets.token_bytes(32)).decode()
         self.proc = None
         self.returncode = None
@@ -188,7 +193,7 @@ controls {{ }};
 
     def _write(self):
         self.key_file.write_text(
-            f'key "{KEY_NAME}" {{\n  algorithm hmac-sha256;\n  secret "{self.secret}";\n}};\n')
+            f'key "{KEY_NAME}" {{\n  algorithm {self.algorithm};\n  secret "{self.secret}";\n}};\n')
         self.key_file.chmod(0o600)
         for zone, records in self.zones.items():
             self.zone_file(zone).write_text(self._zone_text(zone, records))

@@ -34,6 +34,13 @@ def edged_binary():
     return os.path.abspath(path)   # tests run edged from other directories too
 
 
+def balancerd_binary():
+    """BALANCERD, or the balancerd built beside EDGED (the same build, sanitizers or not)."""
+    path = os.environ.get("BALANCERD") or os.path.join(os.path.dirname(edged_binary()),
+                                                       "balancerd")
+    return os.path.abspath(path)
+
+
 def wait_for(predicate, timeout=10.0, what="a condition", interval=0.02):
     """Polls predicate until it returns a true value, which is returned."""
     deadline = time.monotonic() + timeout
@@ -189,7 +196,7 @@ def config_from_template(path, **values):
 def edge_config(*, pool_fqdn, domains, ca, cert, key, internal, next_hop, external,
                 partners=(), status_port=None, log_level="debug", internal_max_kb=None,
                 limits=None, access_edge=None, policies=None, dns=None, sections=None,
-                status_host="127.0.0.1"):
+                status_host="127.0.0.1", proxy_listen=None, proxy_from=()):
     """The text of an edged configuration. internal/next_hop/external are (host, port).
 
     partners: [{"domains": [...], "fqdn": ..., "address": ..., "port": ...}], each
@@ -198,7 +205,9 @@ def edge_config(*, pool_fqdn, domains, ca, cert, key, internal, next_hop, extern
     external access policies (default: a global one permitting federation).
     dns: (host, port) of the resolver. sections: more top-level sections, as
     libconfig_text() renders them (allowed_domains given here replace partners').
-    status_host: the address the status listener binds (with status_port)."""
+    status_host: the address the status listener binds (with status_port).
+    proxy_listen: (host, port) of a second external listener, for the balancer
+    (PROXY protocol v2 first), which only proxy_from may connect to."""
     def strs(values):
         return ", ".join(f'"{v}"' for v in values)
 
@@ -226,8 +235,13 @@ def edge_config(*, pool_fqdn, domains, ca, cert, key, internal, next_hop, extern
         lines.append(f"  max_message_kb = {internal_max_kb};")
     lines += [
         "};",
-        f'external = {{ listen = ( {{ address = "{external[0]}"; port = {external[1]}; }} ); }};',
     ]
+    listeners = [f'{{ address = "{external[0]}"; port = {external[1]}; }}']
+    if proxy_listen:
+        listeners.append(f'{{ address = "{proxy_listen[0]}"; port = {proxy_listen[1]}; '
+                         'proxy_protocol = true; }')
+    balancers = f" proxy_from = [ {strs(proxy_from)} ];" if proxy_from else ""
+    lines.append(f'external = {{ listen = ( {", ".join(listeners)} );{balancers} }};')
     if status_port:
         lines.append(f'status = {{ address = "{status_host}"; port = {status_port}; }};')
     if limits:
@@ -235,11 +249,43 @@ def edge_config(*, pool_fqdn, domains, ca, cert, key, internal, next_hop, extern
     return "\n".join(lines) + "\n" + libconfig_text(settings)
 
 
-class Edge:
-    """One edged process on a configuration file, with its log captured."""
+def balancer_config(*, ca, cert, key, edges, status=None, zones=None, dns_listen=(),
+                    vip=None, cluster=None, health=None, extra=None, log_level="debug"):
+    """The text of a balancerd configuration.
 
-    def __init__(self, workdir, name, config_text, ports, wrapper=(), status_host="127.0.0.1"):
+    edges: [{"name", "fqdn", "address", "sip_port", ...}]; zones: the dns.zones
+    list; dns_listen: [(host, port)]; vip: the `vip` section; cluster: the
+    `cluster` section; status: (host, port); extra: more top-level sections or
+    dns settings ({"dns": {...}} entries are merged into dns)."""
+    settings = {
+        "log": {"level": log_level},
+        "tls": {"ca_file": str(ca), "cert_file": str(cert), "key_file": str(key)},
+        "edges": edges,
+        "health": health or {"interval_ms": 200, "timeout_ms": 500, "rise": 2, "fall": 2},
+    }
+    extra = dict(extra or {})
+    if zones:
+        dns = {"ttl": 1, "zones": zones, **extra.pop("dns", {})}
+        if dns_listen:
+            dns["listen"] = [{"address": h, "port": p} for h, p in dns_listen]
+        settings["dns"] = dns
+    if vip:
+        settings["vip"] = vip
+    if cluster:
+        settings["cluster"] = cluster
+    if status:
+        settings["status"] = {"address": status[0], "port": status[1]}
+    settings.update(extra)
+    return libconfig_text(settings)
+
+
+class Edge:
+    """One edged process (or balancerd: binary) on a configuration file, with its log captured."""
+
+    def __init__(self, workdir, name, config_text, ports, wrapper=(), status_host="127.0.0.1",
+                 binary=None, status_port=None):
         self.name = name
+        self.binary = binary
         self.dir = Path(workdir)
         self.conf = self.dir / f"{name}.conf"
         self.conf.write_text(config_text)
@@ -253,11 +299,14 @@ class Edge:
                       config_text)
         if m:
             self.status_port = int(m.group(1))
+        if status_port:
+            self.status_port = status_port
 
     def start(self, timeout=30.0):
         """Starts edged and waits until it listens; stops it again if it does not."""
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.wrapper + [edged_binary(), "-c", str(self.conf)],
+        self.proc = subprocess.Popen(self.wrapper + [self.binary or edged_binary(), "-c",
+                                                     str(self.conf)],
                                      stdout=self._log, stderr=subprocess.STDOUT)
         try:
             wait_for(lambda: self.proc.poll() is not None or "ready" in self.log(),
@@ -458,8 +507,9 @@ class SipClient:
     """A raw SIP connection: TCP, or TLS with an optional client certificate."""
 
     def __init__(self, host, port, *, tls_ca=None, cert=None, key=None, server_name=None,
-                 timeout=5.0):
-        raw = socket.create_connection((host, port), timeout=timeout)
+                 timeout=5.0, source=None):
+        raw = socket.create_connection((host, port), timeout=timeout,
+                                       source_address=(source, 0) if source else None)
         if tls_ca is not None:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.load_verify_locations(str(tls_ca))

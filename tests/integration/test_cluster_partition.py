@@ -22,132 +22,19 @@ fail. Needs root; skipped only when network namespaces cannot be made.
 """
 import base64
 import os
-import subprocess
 import time
 import urllib.error
 
 import pytest
 
 from edgepool import Edge, edge_config, free_port, wait_for
+from netlab import Topology
 
 KEY = base64.b64encode(bytes(range(32))).decode()
 NODES = ("a", "b", "c", "d")
 SIDES = ({"a", "b"}, {"c", "d"})
 TIMING = {"probe_interval_ms": 200, "probe_timeout_ms": 100,
           "gossip_interval_ms": 50, "pushpull_interval_s": 2}
-
-
-def run(*cmd, check=True):
-    """Runs a command; on failure (with check) raises with its output."""
-    out = subprocess.run(list(cmd), capture_output=True, text=True, timeout=30)
-    if check and out.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}): {out.stderr.strip()}")
-    return out
-
-
-def pick_subnet():
-    """A 198.18.N.0/24 that no address or route of the root namespace touches."""
-    used = run("ip", "-o", "-4", "addr", "show").stdout + run("ip", "-4", "route", "show").stdout
-    for i in range(256):
-        n = (os.getpid() + i) % 256
-        if f"198.18.{n}." not in used:
-            return f"198.18.{n}"
-    raise RuntimeError("no free /24 in 198.18.0.0/16 on this host")
-
-
-class Topology:
-    """Four host namespaces and a switch namespace; remembers what it made."""
-
-    def __init__(self):
-        self.tag = f"ep{os.getpid()}"
-        self.switch = f"{self.tag}s"
-        self.ns = {n: f"{self.tag}{n}" for n in NODES}
-        self.host_link = f"{self.tag}h"      # the root namespace's leg into the switch
-        self.net = pick_subnet()
-        self.addr = {n: f"{self.net}.{i + 1}" for i, n in enumerate(NODES)}
-        self.root_addr = f"{self.net}.254"
-        self.namespaces = []                  # made by us, in order
-        self.links = []                       # root-namespace links made by us
-        self.rules = []                       # (namespace, chain, rule args) in place
-
-    def add_ns(self, name):
-        existing = run("ip", "netns", "list").stdout.split()
-        if name in existing:
-            raise RuntimeError(f"namespace {name} already exists: not ours, not touched")
-        run("ip", "netns", "add", name)
-        self.namespaces.append(name)
-        run("ip", "-n", name, "link", "set", "lo", "up")
-
-    def build(self):
-        self.add_ns(self.switch)
-        run("ip", "-n", self.switch, "link", "add", "br0", "type", "bridge")
-        run("ip", "-n", self.switch, "link", "set", "br0", "up")
-        for n in NODES:
-            ns, leg = self.ns[n], f"{self.ns[n]}p"
-            self.add_ns(ns)
-            # Both ends made straight in their namespaces: nothing lingers in ours.
-            run("ip", "-n", ns, "link", "add", "eth0", "type", "veth",
-                "peer", "name", leg, "netns", self.switch)
-            run("ip", "-n", ns, "addr", "add", f"{self.addr[n]}/24", "dev", "eth0")
-            run("ip", "-n", ns, "link", "set", "eth0", "up")
-            run("ip", "-n", self.switch, "link", "set", leg, "master", "br0", "up")
-        run("ip", "link", "add", self.host_link, "type", "veth",
-            "peer", "name", f"{self.host_link}p", "netns", self.switch)
-        self.links.append(self.host_link)
-        run("ip", "addr", "add", f"{self.root_addr}/24", "dev", self.host_link)
-        run("ip", "link", "set", self.host_link, "up")
-        run("ip", "-n", self.switch, "link", "set", f"{self.host_link}p", "master", "br0", "up")
-
-    def exec_prefix(self, n):
-        return ["ip", "netns", "exec", self.ns[n]]
-
-    def iptables(self, n, op, chain, args):
-        run(*self.exec_prefix(n), "iptables", "-w", op, chain, *args)
-
-    def partition(self, left, right):
-        """DROP, inside each namespace, everything to and from the other side."""
-        for mine, theirs in ((left, right), (right, left)):
-            for n in sorted(mine):
-                for o in sorted(theirs):
-                    for chain, args in (("INPUT", ["-s", self.addr[o], "-j", "DROP"]),
-                                        ("OUTPUT", ["-d", self.addr[o], "-j", "DROP"])):
-                        self.iptables(n, "-A", chain, args)
-                        self.rules.append((n, chain, args))
-
-    def heal(self):
-        while self.rules:
-            n, chain, args = self.rules[-1]
-            self.iptables(n, "-D", chain, args)
-            self.rules.pop()
-
-    def teardown(self):
-        """Removes what build() and partition() made; returns the errors met."""
-        errors = []
-        try:
-            self.heal()
-        except Exception as e:  # the namespaces' deletion below drops them anyway
-            errors.append(f"removing iptables rules: {e}")
-            self.rules.clear()
-        for link in reversed(self.links):
-            if run("ip", "link", "show", link, check=False).returncode == 0:
-                out = run("ip", "link", "del", link, check=False)
-                if out.returncode:
-                    errors.append(f"ip link del {link}: {out.stderr.strip()}")
-        self.links.clear()
-        for ns in reversed(self.namespaces):
-            out = run("ip", "netns", "del", ns, check=False)
-            if out.returncode:
-                errors.append(f"ip netns del {ns}: {out.stderr.strip()}")
-        self.namespaces.clear()
-        return errors
-
-    def leftovers(self):
-        """What of ours is still there (should be nothing after teardown)."""
-        left = [ns for ns in run("ip", "netns", "list").stdout.split()
-                if ns in (self.switch, *self.ns.values())]
-        if run("ip", "link", "show", self.host_link, check=False).returncode == 0:
-            left.append(self.host_link)
-        return left
 
 
 class Pool:
@@ -242,7 +129,7 @@ def split_as_expected(views):
 def pool(tmp_path_factory, pki):
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root (ip netns add is not permitted)")
-    topo = Topology()
+    topo = Topology({n: i + 1 for i, n in enumerate(NODES)})
     p = Pool(tmp_path_factory.mktemp("partition"), pki, topo)
     codes, errors = {}, []
     try:

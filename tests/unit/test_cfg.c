@@ -124,11 +124,16 @@ static void assert_shipped_values(const struct edge_cfg *cfg)
 	assert_addr(&cfg->next_hop.addr, "127.0.0.1", 5070);
 	assert_int_equal(cfg->internal_max_msg, 128 * 1024);
 
-	assert_int_equal(cfg->nexternal_listen, 1);
+	assert_int_equal(cfg->nexternal_listen, 2);
 	assert_string_equal(cfg->external_listen[0].address, "127.0.0.1");
 	assert_int_equal(cfg->external_listen[0].port, 5061);
 	assert_int_equal(cfg->external_listen[0].tls, 1);
+	assert_false(cfg->external_listen[0].proxy_protocol);
 	assert_addr(&cfg->external_listen[0].addr, "127.0.0.1", 5061);
+	/* The balancer's listener: PROXY v2, from balancerd on 127.0.0.1 only. */
+	assert_int_equal(cfg->external_listen[1].port, 5063);
+	assert_true(cfg->external_listen[1].proxy_protocol);
+	assert_int_equal(cfg->nproxy_from, 1);
 	assert_int_equal(cfg->external_max_msg, 5000 * 1024);
 
 	assert_int_equal(cfg->edge.allow_federated_users, 1);

@@ -1,0 +1,548 @@
+#include "bal_proxy.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "clu_store.h"
+#include "list.h"
+#include "ppv2.h"
+
+#define EXPIRE_INTERVAL 60.0      /* seconds between sweeps of a private affinity store */
+
+struct listener {
+	struct bal_proxy *p;
+	const struct bal_cfg_forward *fw;
+	int fd;
+	ev_io io;
+};
+
+/* Bytes in flight in one direction. */
+struct pipe_buf {
+	char *data;
+	size_t off, len;          /* pending: data[off .. len) */
+	int eof;                  /* the sending side ended its stream */
+	int shut;                 /* and we passed the end on */
+};
+
+enum pconn_phase { PC_CONNECTING, PC_RELAYING };
+
+struct pconn {
+	struct list_node link;
+	struct bal_proxy *p;
+	const struct bal_cfg_forward *fw;
+	enum pconn_phase phase;
+	int cfd, efd;             /* partner's and edge's sockets */
+	ev_io cio, eio;
+	ev_timer connect_timer;
+	int edge;                 /* index in cfg->edges, -1 before one is chosen */
+	unsigned char *tried;     /* edges already tried, one flag each */
+	struct sockaddr_storage src, dst;
+	char src_str[INET6_ADDRSTRLEN];
+	struct pipe_buf up;       /* partner -> edge */
+	struct pipe_buf down;     /* edge -> partner */
+};
+
+struct bal_proxy {
+	struct ev_loop *loop;
+	const struct bal_cfg *cfg;
+	const struct bal_cfg_vip *vip;
+	const struct bal_health *health;
+	struct clu_node *cluster;    /* not owned; NULL: affinity in `own` */
+	struct clu_store *own;       /* the affinity store without a cluster */
+	ev_timer expire_timer;
+	struct listener *listeners;
+	unsigned nlisteners;
+	struct list_node conns;
+	unsigned *per_edge;          /* connections per edge */
+	unsigned rr;                 /* where ties among least-loaded edges start */
+	struct bal_proxy_stats stats;
+};
+
+static uint64_t wall_ms(const struct bal_proxy *p)
+{
+	return (uint64_t)(ev_now(p->loop) * 1000.0);
+}
+
+/* ---- affinity ---- */
+
+static void affinity_key(const struct pconn *c, char *key, size_t len)
+{
+	snprintf(key, len, BAL_AFFINITY_PREFIX "%s", c->src_str);
+}
+
+/* The edge the source used last, or -1. */
+static int affinity_get(struct bal_proxy *p, const struct pconn *c)
+{
+	char key[80];
+	affinity_key(c, key, sizeof(key));
+	const struct clu_rec *r = p->cluster ? clu_node_get(p->cluster, key)
+	                                     : clu_store_get(p->own, key, wall_ms(p));
+	if (!r || !r->value)
+		return -1;
+	for (unsigned i = 0; i < p->cfg->nedges; i++) {
+		const char *name = p->cfg->edges[i].name;
+		if (strlen(name) == r->len && memcmp(name, r->value, r->len) == 0)
+			return (int)i;
+	}
+	return -1;
+}
+
+/*
+ * Remembers the edge for the source. A record that already says so is
+ * written again only when a quarter of its time has passed, so a partner
+ * that reconnects often does not flood the cluster with writes.
+ */
+static void affinity_put(struct bal_proxy *p, const struct pconn *c, int edge)
+{
+	char key[80];
+	uint64_t ttl = (uint64_t)p->vip->affinity_idle_s * 1000, now = wall_ms(p);
+	if (ttl == 0)
+		return;
+	affinity_key(c, key, sizeof(key));
+	const char *name = p->cfg->edges[edge].name;
+	const struct clu_rec *r = p->cluster ? clu_node_get(p->cluster, key)
+	                                     : clu_store_get(p->own, key, now);
+	if (r && r->value && r->len == strlen(name) && memcmp(r->value, name, r->len) == 0 &&
+	    r->expires_ms > now + ttl - ttl / 4)
+		return;
+	if (p->cluster)
+		clu_node_put(p->cluster, key, name, strlen(name), ttl);
+	else
+		clu_store_put(p->own, key, name, strlen(name), ttl, now);
+}
+
+static void on_expire(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct bal_proxy *p = w->data;
+	clu_store_expire(p->own, wall_ms(p));
+}
+
+/* ---- connections ---- */
+
+static void pconn_free(struct pconn *c)
+{
+	struct bal_proxy *p = c->p;
+	ev_io_stop(p->loop, &c->cio);
+	ev_io_stop(p->loop, &c->eio);
+	ev_timer_stop(p->loop, &c->connect_timer);
+	if (c->cfd >= 0)
+		close(c->cfd);
+	if (c->efd >= 0)
+		close(c->efd);
+	if (c->edge >= 0)
+		p->per_edge[c->edge]--;
+	list_del(&c->link);
+	p->stats.active--;
+	free(c->up.data);
+	free(c->down.data);
+	free(c->tried);
+	free(c);
+}
+
+static void watch(struct bal_proxy *p, ev_io *w, int fd, int events)
+{
+	if (w->fd == fd && (w->events & (EV_READ | EV_WRITE)) == events && ev_is_active(w))
+		return;
+	ev_io_stop(p->loop, w);
+	if (!events)
+		return;
+	ev_io_set(w, fd, events);
+	ev_io_start(p->loop, w);
+}
+
+/* What each socket waits for, from the state of the two pipes. */
+static void rewatch(struct pconn *c)
+{
+	size_t cap = c->p->vip->buffer_bytes;
+	int cev = 0, eev = 0;
+	if (!c->up.eof && c->up.len < cap)
+		cev |= EV_READ;
+	if (c->down.off < c->down.len)
+		cev |= EV_WRITE;
+	if (!c->down.eof && c->down.len < cap)
+		eev |= EV_READ;
+	if (c->up.off < c->up.len)
+		eev |= EV_WRITE;
+	watch(c->p, &c->cio, c->cfd, cev);
+	watch(c->p, &c->eio, c->efd, eev);
+}
+
+/* Reads from fd into b. Returns 0, or -1 when the connection must close. */
+static int pipe_read(int fd, struct pipe_buf *b, size_t cap, unsigned long long *count)
+{
+	if (b->off == b->len) {
+		b->off = b->len = 0;
+	} else if (b->len == cap && b->off > 0) {
+		memmove(b->data, b->data + b->off, b->len - b->off);
+		b->len -= b->off;
+		b->off = 0;
+	}
+	while (b->len < cap) {
+		ssize_t n = recv(fd, b->data + b->len, cap - b->len, 0);
+		if (n > 0) {
+			b->len += (size_t)n;
+			*count += (unsigned long long)n;
+			continue;
+		}
+		if (n == 0) {
+			b->eof = 1;
+			return 0;
+		}
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return 0;
+		return -1;
+	}
+	return 0;
+}
+
+/* Writes what b holds to fd, and passes the end on when all is written. */
+static int pipe_write(int fd, struct pipe_buf *b)
+{
+	while (b->off < b->len) {
+		ssize_t n = send(fd, b->data + b->off, b->len - b->off, MSG_NOSIGNAL);
+		if (n > 0) {
+			b->off += (size_t)n;
+			continue;
+		}
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+			return 0;
+		return -1;
+	}
+	if (b->eof && !b->shut) {
+		b->shut = 1;
+		shutdown(fd, SHUT_WR);
+	}
+	return 0;
+}
+
+/* Moves bytes both ways; frees c when the relay is over. */
+static void relay(struct pconn *c, int cev, int eev)
+{
+	struct bal_proxy *p = c->p;
+	size_t cap = p->vip->buffer_bytes;
+	if (((cev & EV_READ) && pipe_read(c->cfd, &c->up, cap, &p->stats.bytes_in) < 0) ||
+	    ((eev & EV_READ) && pipe_read(c->efd, &c->down, cap, &p->stats.bytes_out) < 0) ||
+	    pipe_write(c->efd, &c->up) < 0 || pipe_write(c->cfd, &c->down) < 0) {
+		pconn_free(c);
+		return;
+	}
+	if (c->up.shut && c->down.shut) {
+		pconn_free(c);
+		return;
+	}
+	rewatch(c);
+}
+
+static void on_client_io(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct pconn *c = w->data;
+	relay(c, revents, 0);
+}
+
+static void try_next_edge(struct pconn *c);
+
+static void connected(struct pconn *c)
+{
+	struct bal_proxy *p = c->p;
+	ev_timer_stop(p->loop, &c->connect_timer);
+	c->phase = PC_RELAYING;
+	int one = 1;
+	setsockopt(c->efd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	affinity_put(p, c, c->edge);
+	relay(c, 0, 0);
+}
+
+static void on_edge_io(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct pconn *c = w->data;
+	if (c->phase == PC_RELAYING) {
+		relay(c, 0, revents);
+		return;
+	}
+	int err = 0;
+	socklen_t len = sizeof(err);
+	if (getsockopt(c->efd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		err = errno;
+	if (err == EINPROGRESS)
+		return;
+	if (err != 0) {
+		c->p->stats.connect_failures++;
+		try_next_edge(c);
+		return;
+	}
+	connected(c);
+}
+
+static void on_connect_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct pconn *c = w->data;
+	c->p->stats.connect_failures++;
+	try_next_edge(c);
+}
+
+/* The edge for a new connection: affinity first, then the fewest connections. */
+static int pick_edge(struct bal_proxy *p, struct pconn *c)
+{
+	unsigned n = p->cfg->nedges;
+	int aff = affinity_get(p, c);
+	if (aff >= 0 && !c->tried[aff] && bal_health_usable(p->health, (unsigned)aff)) {
+		p->stats.affinity_hits++;
+		return aff;
+	}
+	int best = -1;
+	p->rr++;
+	for (unsigned k = 0; k < n; k++) {
+		unsigned i = (p->rr + k) % n;
+		if (c->tried[i] || !bal_health_usable(p->health, i))
+			continue;
+		if (best < 0 || p->per_edge[i] < p->per_edge[best])
+			best = (int)i;
+	}
+	return best;
+}
+
+/* Connects to the next usable edge, or gives up and frees c. */
+static void try_next_edge(struct pconn *c)
+{
+	struct bal_proxy *p = c->p;
+	ev_io_stop(p->loop, &c->eio);
+	ev_timer_stop(p->loop, &c->connect_timer);
+	if (c->efd >= 0)
+		close(c->efd);
+	c->efd = -1;
+	for (;;) {
+		/* A connection counts for its edge from the attempt on (least connections). */
+		if (c->edge >= 0)
+			p->per_edge[c->edge]--;
+		int e = c->edge = pick_edge(p, c);
+		if (e < 0) {
+			p->stats.no_edge++;
+			pconn_free(c);
+			return;
+		}
+		c->tried[e] = 1;
+		p->per_edge[e]++;
+		struct sockaddr_storage to;
+		const struct cfgu_addr *a = &p->cfg->edges[e].addr;
+		memcpy(&to, &a->sa, a->salen);
+		if (to.ss_family == AF_INET)
+			((struct sockaddr_in *)&to)->sin_port = htons(c->fw->edge_port);
+		else
+			((struct sockaddr_in6 *)&to)->sin6_port = htons(c->fw->edge_port);
+		c->efd = socket(to.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (c->efd >= 0 && (connect(c->efd, (struct sockaddr *)&to, a->salen) == 0 ||
+		                    errno == EINPROGRESS))
+			break;
+		p->stats.connect_failures++;
+		if (c->efd >= 0)
+			close(c->efd);
+		c->efd = -1;
+	}
+	/* The PROXY header goes first, ahead of anything the partner sent. */
+	c->up.off = c->up.len = 0;
+	if (c->fw->proxy_protocol) {
+		size_t n = ppv2_build((uint8_t *)c->up.data, p->vip->buffer_bytes,
+		                      (struct sockaddr *)&c->src, (struct sockaddr *)&c->dst);
+		if (n == 0) {
+			pconn_free(c);
+			return;
+		}
+		c->up.len = n;
+	}
+	ev_io_set(&c->eio, c->efd, EV_WRITE);
+	ev_io_start(p->loop, &c->eio);
+	ev_timer_set(&c->connect_timer, p->vip->connect_timeout_ms / 1000.0, 0.);
+	ev_timer_start(p->loop, &c->connect_timer);
+}
+
+static void accept_one(struct listener *l, int fd)
+{
+	struct bal_proxy *p = l->p;
+	struct pconn *c = calloc(1, sizeof(*c));
+	size_t cap = p->vip->buffer_bytes;
+	if (!c || !(c->up.data = malloc(cap)) || !(c->down.data = malloc(cap)) ||
+	    !(c->tried = calloc(p->cfg->nedges, 1))) {
+		if (c) {
+			free(c->up.data);
+			free(c->down.data);
+		}
+		free(c);
+		close(fd);
+		return;
+	}
+	c->p = p;
+	c->fw = l->fw;
+	c->cfd = fd;
+	c->efd = -1;
+	c->edge = -1;
+	socklen_t len = sizeof(c->src);
+	getpeername(fd, (struct sockaddr *)&c->src, &len);
+	len = sizeof(c->dst);
+	getsockname(fd, (struct sockaddr *)&c->dst, &len);
+	if (c->src.ss_family == AF_INET)
+		inet_ntop(AF_INET, &((struct sockaddr_in *)&c->src)->sin_addr, c->src_str,
+		          sizeof(c->src_str));
+	else
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&c->src)->sin6_addr, c->src_str,
+		          sizeof(c->src_str));
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	ev_init(&c->cio, on_client_io);
+	c->cio.data = c;
+	ev_init(&c->eio, on_edge_io);
+	c->eio.data = c;
+	ev_init(&c->connect_timer, on_connect_timeout);
+	c->connect_timer.data = c;
+	list_add_tail(&p->conns, &c->link);
+	p->stats.active++;
+	p->stats.accepted++;
+	try_next_edge(c);
+}
+
+static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct listener *l = w->data;
+	struct bal_proxy *p = l->p;
+	for (;;) {
+		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0)
+			return;
+		if (p->stats.active >= p->vip->max_connections) {
+			p->stats.refused++;
+			close(fd);
+			continue;
+		}
+		accept_one(l, fd);
+	}
+}
+
+/* A listener on addr:port that may bind before the address is ours. */
+static int listen_on(const struct cfgu_addr *addr, uint16_t port, char *err, size_t errlen)
+{
+	struct sockaddr_storage sa;
+	memcpy(&sa, &addr->sa, addr->salen);
+	if (sa.ss_family == AF_INET)
+		((struct sockaddr_in *)&sa)->sin_port = htons(port);
+	else
+		((struct sockaddr_in6 *)&sa)->sin6_port = htons(port);
+	int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int one = 1;
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one)) < 0 ||
+	    bind(fd, (struct sockaddr *)&sa, addr->salen) < 0 || listen(fd, 1024) < 0) {
+		char host[INET6_ADDRSTRLEN] = "?";
+		if (sa.ss_family == AF_INET)
+			inet_ntop(AF_INET, &((struct sockaddr_in *)&sa)->sin_addr, host, sizeof(host));
+		else
+			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&sa)->sin6_addr, host, sizeof(host));
+		snprintf(err, errlen, "vip %s port %u: %s", host, port, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+struct bal_proxy *bal_proxy_new(struct ev_loop *loop, const struct bal_cfg *cfg,
+                                const struct bal_health *health, struct clu_node *cluster,
+                                char *err, size_t errlen)
+{
+	const struct bal_cfg_vip *vip = cfg->vip;
+	struct bal_proxy *p = calloc(1, sizeof(*p));
+	unsigned n = vip->naddrs * vip->nforwards;
+	if (!p || !(p->listeners = calloc(n, sizeof(*p->listeners))) ||
+	    !(p->per_edge = calloc(cfg->nedges, sizeof(*p->per_edge)))) {
+		if (p)
+			free(p->listeners);
+		free(p);
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	p->loop = loop;
+	p->cfg = cfg;
+	p->vip = vip;
+	p->health = health;
+	p->cluster = cluster;
+	list_init(&p->conns);
+	ev_init(&p->expire_timer, on_expire);
+	p->expire_timer.data = p;
+	if (!cluster) {
+		struct clu_store_limits lim = { .max_records = 1000000, .max_bytes = 64 << 20,
+		                                .tombstone_ms = 1000 };
+		if (!(p->own = clu_store_new("balancer", &lim))) {
+			bal_proxy_free(p);
+			snprintf(err, errlen, "out of memory");
+			return NULL;
+		}
+		ev_timer_set(&p->expire_timer, EXPIRE_INTERVAL, EXPIRE_INTERVAL);
+		ev_timer_start(loop, &p->expire_timer);
+	}
+	for (unsigned a = 0; a < vip->naddrs; a++) {
+		for (unsigned f = 0; f < vip->nforwards; f++) {
+			struct listener *l = &p->listeners[p->nlisteners];
+			l->fd = listen_on(&vip->addrs[a], vip->forwards[f].listen_port, err, errlen);
+			if (l->fd < 0) {
+				bal_proxy_free(p);
+				return NULL;
+			}
+			l->p = p;
+			l->fw = &vip->forwards[f];
+			ev_io_init(&l->io, on_accept, l->fd, EV_READ);
+			l->io.data = l;
+			ev_io_start(loop, &l->io);
+			p->nlisteners++;
+		}
+	}
+	return p;
+}
+
+void bal_proxy_free(struct bal_proxy *p)
+{
+	if (!p)
+		return;
+	while (!list_empty(&p->conns))
+		pconn_free(list_entry(p->conns.next, struct pconn, link));
+	for (unsigned i = 0; i < p->nlisteners; i++) {
+		ev_io_stop(p->loop, &p->listeners[i].io);
+		close(p->listeners[i].fd);
+	}
+	ev_timer_stop(p->loop, &p->expire_timer);
+	clu_store_free(p->own);
+	free(p->listeners);
+	free(p->per_edge);
+	free(p);
+}
+
+void bal_proxy_get_stats(const struct bal_proxy *p, struct bal_proxy_stats *out)
+{
+	*out = p->stats;
+}
+
+unsigned bal_proxy_edge_connections(const struct bal_proxy *p, unsigned edge)
+{
+	return edge < p->cfg->nedges ? p->per_edge[edge] : 0;
+}
+
+size_t bal_proxy_status_json(const struct bal_proxy *p, char *buf, size_t len)
+{
+	const struct bal_proxy_stats *s = &p->stats;
+	size_t off = (size_t)snprintf(buf, len,
+	                              "{\"accepted\":%llu,\"refused\":%llu,\"no_edge\":%llu,"
+	                              "\"connect_failures\":%llu,\"affinity_hits\":%llu,"
+	                              "\"bytes_in\":%llu,\"bytes_out\":%llu,\"active\":%u,"
+	                              "\"per_edge\":{",
+	                              s->accepted, s->refused, s->no_edge, s->connect_failures,
+	                              s->affinity_hits, s->bytes_in, s->bytes_out, s->active);
+	for (unsigned i = 0; i < p->cfg->nedges; i++)
+		off += (size_t)snprintf(buf + off, off < len ? len - off : 0, "%s\"%s\":%u",
+		                        i ? "," : "", p->cfg->edges[i].name, p->per_edge[i]);
+	off += (size_t)snprintf(buf + off, off < len ? len - off : 0, "}}");
+	return off < len ? off : (len ? len - 1 : 0);
+}
