@@ -3,9 +3,9 @@
 # As root it runs apt-get; otherwise it prints the command to run.
 set -eu
 
-BUILD_PKGS="gcc make pkg-config libssl-dev libev-dev libconfig-dev libc-ares-dev protobuf-c-compiler libprotobuf-c-dev"
-RUN_PKGS="openssl sip-tester"
-TEST_PKGS="libcmocka-dev python3-pytest python3-cryptography clang libclang-rt-14-dev kamailio kamailio-tls-modules valgrind iproute2 procps bind9 bind9-dnsutils serf iptables"
+BUILD_PKGS="gcc make pkg-config libssl-dev libev-dev libconfig-dev libc-ares-dev protobuf-c-compiler libprotobuf-c-dev libldns-dev"
+RUN_PKGS="openssl sip-tester keepalived"
+TEST_PKGS="libcmocka-dev python3-pytest python3-cryptography clang libclang-rt-14-dev kamailio kamailio-tls-modules valgrind iproute2 procps bind9 bind9-dnsutils serf iptables haproxy"
 
 missing=""
 for p in $BUILD_PKGS $RUN_PKGS $TEST_PKGS; do
