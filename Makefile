@@ -147,7 +147,8 @@ FUZZ_LINK_fuzz_ppv2 := common/ppv2.c
 FUZZ_LINK_fuzz_clu_packet := cluster/clu_msg.c cluster/clu_crypt.c $(BUILD)/gen/proto/cluster.pb-c.c
 FUZZ_LIBS_fuzz_clu_packet := $(shell $(PKG_CONFIG) --libs libprotobuf-c libcrypto 2>/dev/null)
 FUZZ_LINK_fuzz_cfg_names := edge/cfg.c edge/domain.c common/log.c common/cfgu.c cluster/clu_crypt.c \
-	cluster/clu_msg.c cluster/clu_settings.c $(BUILD)/gen/default_conf.c $(BUILD)/gen/proto/cluster.pb-c.c
+	cluster/clu_msg.c cluster/clu_settings.c balancer/bal_cfg.c $(BUILD)/gen/default_conf.c \
+	$(BUILD)/gen/default_balancer_conf.c $(BUILD)/gen/proto/cluster.pb-c.c
 FUZZ_LIBS_fuzz_cfg_names := $(shell $(PKG_CONFIG) --libs libconfig libcrypto libprotobuf-c 2>/dev/null)
 .SECONDEXPANSION:
 build-fuzz/%: tests/fuzz/%.c $$(FUZZ_LINK_$$*)

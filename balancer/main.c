@@ -126,8 +126,11 @@ static void on_member_change(void *arg, const struct clu_member *m, enum clu_sta
 	struct balancer *b = arg;
 	enum bal_member_view view = m->state == CLU_DEAD || m->state == CLU_LEFT ? BAL_MEMBER_GONE
 	                                                                          : BAL_MEMBER_ALIVE;
-	log_info("cluster: %s is %s (was %s)", m->name, clu_state_name(m->state),
-	         clu_state_name(old));
+	if (m->state == old)
+		log_info("cluster: %s joined", m->name);
+	else
+		log_info("cluster: %s is %s (was %s)", m->name, clu_state_name(m->state),
+		         clu_state_name(old));
 	if (b->health)
 		bal_health_set_member(b->health, m->name, view);
 }

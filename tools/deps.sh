@@ -5,7 +5,7 @@ set -eu
 
 BUILD_PKGS="gcc make pkg-config libssl-dev libev-dev libconfig-dev libc-ares-dev protobuf-c-compiler libprotobuf-c-dev libldns-dev"
 RUN_PKGS="openssl sip-tester keepalived"
-TEST_PKGS="libcmocka-dev python3-pytest python3-cryptography clang libclang-rt-14-dev kamailio kamailio-tls-modules valgrind iproute2 procps bind9 bind9-dnsutils serf iptables haproxy"
+TEST_PKGS="libcmocka-dev python3-pytest python3-cryptography clang libclang-rt-14-dev kamailio kamailio-tls-modules valgrind iproute2 procps bind9 bind9-dnsutils serf iptables haproxy nginx-light wrk"
 
 missing=""
 for p in $BUILD_PKGS $RUN_PKGS $TEST_PKGS; do
@@ -22,7 +22,8 @@ fi
 echo "installing:$missing"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-# Kamailio is only a test peer: its service must not start on the shared ports.
+# Kamailio, HAProxy and nginx are only test peers: their services must not
+# start on the shared ports.
 if [ ! -e /usr/sbin/policy-rc.d ]; then
 	printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
 	chmod +x /usr/sbin/policy-rc.d

@@ -1,8 +1,12 @@
-/* libFuzzer driver for edge/domain.c and cfg_load_text(): names, user patterns, whole files. */
+/*
+ * libFuzzer driver for edge/domain.c, cfg_load_text() and bal_cfg_load_text(): names, user
+ * patterns, whole files of edged and balancerd.
+ */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "bal_cfg.h"
 #include "cfg.h"
 #include "domain.h"
 
@@ -60,10 +64,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* CFGU_NUMERIC_ONLY: no DNS. @include would read files of the machine: not ours to fuzz. */
 	char *text = copy(data, size, 1);
 	struct edge_cfg *cfg = NULL;
+	struct bal_cfg *bcfg = NULL;
 	char err[512];
-	if (!strstr(text, "@include") &&
-	    cfg_load_text(text, "fuzz", CFGU_NUMERIC_ONLY, &cfg, err, sizeof(err)) == 0)
-		cfg_free(cfg);
+	if (!strstr(text, "@include")) {
+		if (cfg_load_text(text, "fuzz", CFGU_NUMERIC_ONLY, &cfg, err, sizeof(err)) == 0)
+			cfg_free(cfg);
+		if (bal_cfg_load_text(text, "fuzz", CFGU_NUMERIC_ONLY, &bcfg, err, sizeof(err)) == 0)
+			bal_cfg_free(bcfg);
+	}
 	free(text); text = NULL;
 	return 0;
 }

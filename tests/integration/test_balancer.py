@@ -435,3 +435,64 @@ def test_configuration_errors_name_the_line(lab, tmp_path, text, message):
                          text=True, timeout=10)
     assert out.returncode == 1
     assert f"{conf}:" in out.stderr and message in out.stderr, out.stderr
+
+
+def test_balancerd_is_valgrind_clean(lab, tmp_path):
+    """A second balancerd (the build without sanitizers) under valgrind over the same
+    edges: health checks, the cluster, DNS over UDP and TCP with garbage, a partner's
+    MESSAGE through its VIP with PROXY v2, an edge restarted, then a clean stop."""
+    plain = os.path.join(os.path.dirname(os.environ.get("EDGED_PLAIN") or ""), "balancerd")
+    if not os.environ.get("EDGED_PLAIN") or not os.access(plain, os.X_OK):
+        pytest.fail("set EDGED_PLAIN to an edged built without sanitizers, beside its balancerd "
+                    "(make integration does)")
+    vip, dns, status = "127.0.1.102", (BAL_HOST, free_port(BAL_HOST)), free_port(BAL_HOST)
+    vip_port = free_port(vip)
+    text = balancer_config(
+        ca=lab.pki.ca_file, cert=lab.bal_cert, key=lab.bal_key, status=(BAL_HOST, status),
+        edges=[{"name": n, "fqdn": "sip.contoso.test", "address": h, "sip_port": lab.sip_port}
+               for n, h in EDGE_HOSTS.items()],
+        dns_listen=[dns],
+        zones=[{"domain": "contoso.test", "pool_name": "sip.contoso.test",
+                "ns": ["ns1.contoso.test"], "ns_addresses": [BAL_HOST]}],
+        vip={"addresses": [vip], "forward": [{"port": vip_port, "edge_port": lab.proxy_port}]},
+        cluster={"name": "balancer-vg", "address": BAL_HOST, "port": free_port(BAL_HOST),
+                 "keys": [KEY], "join": [f"{EDGE_HOSTS['edge-1']}:{lab.cluster_port}"], **TIMING})
+    valgrind = ["valgrind", "-q", "--error-exitcode=97", "--leak-check=full",
+                "--errors-for-leak-kinds=definite", "--show-leak-kinds=definite"]
+    bal = Edge(tmp_path, "balancerd-vg", text, [dns], status_host=BAL_HOST, status_port=status,
+               binary=plain, wrapper=valgrind)
+    bal.start(timeout=60)
+    code = None
+    try:
+        wait_for(lambda: bal.status()["usable_edges"] == 3, 30, "three usable edges")
+        saved = lab.dns
+        lab.dns = dns
+        try:
+            assert pool_addresses(lab) == sorted(EDGE_HOSTS.values())
+            assert dig(lab, "sip.contoso.test", tcp=True)[0] == "NOERROR"
+            assert dig(lab, "nothere.contoso.test")[0] == "NXDOMAIN"
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.sendto(b"\x00\x01garbage", dns)
+            with socket.create_connection(dns) as s:
+                s.sendall(b"\x00\x00")           # a length of 0: closed
+                s.settimeout(10)
+                assert s.recv(1) == b""
+        finally:
+            lab.dns = saved
+        call_id = f"bal-vg-{os.getpid()}"
+        c = SipClient(vip, vip_port, tls_ca=lab.pki.ca_file, cert=lab.partner_cert,
+                      key=lab.partner_key, server_name="sip.contoso.test", timeout=20)
+        try:
+            c.send(sip_request("MESSAGE", "sip:alice@contoso.test",
+                               from_uri="sip:bob@fabrikam.test", to_uri="sip:alice@contoso.test",
+                               call_id=call_id, via=("sip.fabrikam.test", 5061)))
+            assert c.recv_final().status == 200
+        finally:
+            c.close()
+        lab.edges["edge-3"].stop()
+        wait_for(lambda: bal.status()["usable_edges"] == 2, 30, "the stopped edge out")
+        ensure_all_up(lab)
+        wait_for(lambda: bal.status()["usable_edges"] == 3, 30, "the edge back")
+    finally:
+        code = bal.stop(timeout=60)
+    assert code == 0, bal.log()[-4000:]

@@ -92,7 +92,23 @@ def assert_all_delivered_once(lab, loads):
         assert extra <= summary["retransmitted"], (extra, summary)
 
 
+def relaying_edges(lab, load):
+    """The contoso edges that relayed the load's MESSAGEs, in order (from the top Via)."""
+    by_address = {lab.addr(e): e for e in EDGES}
+    with lab.uas._lock:
+        requests = list(lab.uas.requests)
+    edges = []
+    for r in requests:
+        if r.header("call-id") in load.results:
+            host = r.header("via").split()[1].split(":")[0]
+            if not edges or edges[-1] != by_address[host]:
+                edges.append(by_address[host])
+    return edges
+
+
 def test_kill_balancerd_on_the_master(lab):
+    """The VIP moves in under a second; the legacy partner comes back through it to
+    the same edge (the affinity table lives in the cluster, shared by both balancers)."""
     moved = {}
 
     def fault():
@@ -102,12 +118,15 @@ def test_kill_balancerd_on_the_master(lab):
         lab.balancers[master].proc.kill()
         wait_for(lambda: lab.vip_holder() == other, 5, "the VIP on the other balancer")
         moved["s"] = time.monotonic() - t0
+        moved["other"] = other
         lab.balancers[master].proc.wait()
         lab.balancers[master].stop()
 
     loads = under_load(lab, fault)
     assert moved["s"] < 1.0, moved
     assert_all_delivered_once(lab, loads)
+    assert len(relaying_edges(lab, loads[0])) == 1, relaying_edges(lab, loads[0])
+    assert lab.bal_status(moved["other"])["proxy"]["affinity_hits"] >= 1
 
 
 def test_kill_keepalived_on_the_master(lab):

@@ -48,12 +48,17 @@ class Keepalived:
         self.log_path = self.dir / "keepalived.log"
         self.proc = None
 
-    def start(self):
+    def config_text(self):
+        """The configuration keepalived runs on: what `balancerd -K` writes for
+        this host (the failover benchmark overrides it for keepalived's defaults)."""
         out = subprocess.run([balancerd_binary(), "-c", str(self.lab.balancers[self.host].conf),
                               "-K"], capture_output=True, text=True, timeout=10)
         if out.returncode:
             raise RuntimeError(f"balancerd -K: {out.stderr}")
-        self.conf.write_text(out.stdout)
+        return out.stdout
+
+    def start(self):
+        self.conf.write_text(self.config_text())
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             self.lab.topo.exec_prefix(self.host) +
