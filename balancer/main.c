@@ -261,6 +261,7 @@ static struct clu_node *join_cluster(struct balancer *b, char *err, size_t errle
 	clu_settings_apply(c, &cc, seeds);
 	cc.on_change = on_member_change;
 	cc.change_arg = b;
+	cc.observer = 1;    /* not one of the pool's nodes: no share of its limits, no dialogs to hold */
 	struct clu_node *node = clu_node_new(b->loop, &cc, err, errlen);
 	free(seeds);
 	return node;

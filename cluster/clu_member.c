@@ -190,11 +190,19 @@ static int queue_alive(struct clu_members *m, const struct node *n)
 	clu_gossip g = EDGEPOOL__CLUSTER__V1__GOSSIP__INIT;
 	Edgepool__Cluster__V1__Alive a = EDGEPOOL__CLUSTER__V1__ALIVE__INIT;
 	Edgepool__Cluster__V1__Address addr = EDGEPOOL__CLUSTER__V1__ADDRESS__INIT;
+	Edgepool__Cluster__V1__Alive__MetaEntry role = EDGEPOOL__CLUSTER__V1__ALIVE__META_ENTRY__INIT;
+	Edgepool__Cluster__V1__Alive__MetaEntry *meta = &role;
 	uint8_t ip[16];
 	fill_address(&addr, &n->pub, ip);
 	a.node = (char *)n->name;
 	a.incarnation = n->pub.incarnation;
 	a.addr = &addr;
+	if (n->pub.observer) {
+		role.key = CLU_ROLE_KEY;
+		role.value = CLU_ROLE_OBSERVER;
+		a.n_meta = 1;
+		a.meta = &meta;
+	}
 	g.item_case = EDGEPOOL__CLUSTER__V1__GOSSIP__ITEM_ALIVE;
 	g.alive = &a;
 	return clu_queue_news(m, n->name, &g);
@@ -387,6 +395,20 @@ unsigned clu_alive_count(const struct clu_members *m)
 	return k;
 }
 
+unsigned clu_alive_nodes(const struct clu_members *m)
+{
+	unsigned k = 0;
+	for (unsigned i = 0; i < m->n; i++)
+		k += m->nodes[i]->pub.state <= CLU_SUSPECT && !m->nodes[i]->pub.observer;
+	return k;
+}
+
+int clu_set_observer(struct clu_members *m)
+{
+	m->nodes[0]->pub.observer = 1;
+	return queue_alive(m, m->nodes[0]);
+}
+
 unsigned clu_count(const struct clu_members *m)
 {
 	return m->n;
@@ -407,7 +429,7 @@ static int refute(struct clu_members *m, uint64_t accused_at)
 }
 
 int clu_on_alive(struct clu_members *m, const char *node, uint64_t inc,
-                 const struct sockaddr *addr, socklen_t addrlen, double now)
+                 const struct sockaddr *addr, socklen_t addrlen, int observer, double now)
 {
 	struct node *n = lookup(m, node);
 	if (n == m->nodes[0]) {
@@ -420,11 +442,13 @@ int clu_on_alive(struct clu_members *m, const char *node, uint64_t inc,
 		n = node_add(m, node, inc, addr, addrlen, now);
 		if (!n)
 			return -1;
+		n->pub.observer = observer;
 		notify(m, n, CLU_ALIVE);
 		return queue_alive(m, n) < 0 ? -1 : 1;
 	}
 	if (inc <= n->pub.incarnation)
 		return 0;
+	n->pub.observer = observer;
 	memcpy(&n->pub.addr, addr, addrlen);
 	n->pub.addrlen = addrlen;
 	n->pub.incarnation = inc;
@@ -591,6 +615,18 @@ unsigned clu_pick_relays(struct clu_members *m, const char *target, const struct
 		}
 	}
 	return got;
+}
+
+const struct clu_member *clu_pick_node(struct clu_members *m)
+{
+	const struct clu_member *pick = NULL;
+	unsigned live = 0;
+	for (unsigned i = 1; i < m->n; i++) {
+		struct node *n = m->nodes[i];
+		if (n->pub.state == CLU_ALIVE && !n->pub.observer && rng_below(&m->rng, ++live) == 0)
+			pick = &n->pub;
+	}
+	return pick;
 }
 
 double clu_probe_interval(const struct clu_members *m)

@@ -56,7 +56,12 @@ struct clu_member {
 	uint64_t incarnation;
 	enum clu_state state;
 	double since;               /* when it entered its state */
+	int observer;               /* a member that is not one of the pool's nodes (a balancer) */
 };
+
+/* The metadata entry that says so, in alive news and member lists. */
+#define CLU_ROLE_KEY "role"
+#define CLU_ROLE_OBSERVER "observer"
 
 struct clu_members;
 
@@ -77,6 +82,14 @@ const struct clu_member *clu_self(const struct clu_members *m);
 const struct clu_member *clu_find(const struct clu_members *m, const char *name);
 /* Members that are alive or suspect, ourselves included. */
 unsigned clu_alive_count(const struct clu_members *m);
+/* The same without observers: the pool's nodes that are up. */
+unsigned clu_alive_nodes(const struct clu_members *m);
+/*
+ * Makes us an observer: we take part in the cluster (probes, gossip, the
+ * store) but are not one of the pool's nodes. Call it right after
+ * clu_members_new(). Returns 0, or -1 when out of memory.
+ */
+int clu_set_observer(struct clu_members *m);
 /* Every member known, dead and left ones until forgotten; i < clu_count(). */
 unsigned clu_count(const struct clu_members *m);
 const struct clu_member *clu_member_at(const struct clu_members *m, unsigned i);
@@ -87,7 +100,7 @@ const struct clu_member *clu_member_at(const struct clu_members *m, unsigned i);
  * memory. News about ourselves that we are suspect or dead is refuted.
  */
 int clu_on_alive(struct clu_members *m, const char *node, uint64_t incarnation,
-                 const struct sockaddr *addr, socklen_t addrlen, double now);
+                 const struct sockaddr *addr, socklen_t addrlen, int observer, double now);
 int clu_on_suspect(struct clu_members *m, const char *node, uint64_t incarnation,
                    const char *from, double now);
 int clu_on_dead(struct clu_members *m, const char *node, uint64_t incarnation,
@@ -105,6 +118,8 @@ int clu_repeat_leave(struct clu_members *m);
 const struct clu_member *clu_next_probe(struct clu_members *m);
 /* A dead member, at random, or NULL: push-pull reaches out to them, so partitions heal. */
 const struct clu_member *clu_pick_dead(struct clu_members *m);
+/* A live member other than us that is one of the pool's nodes, at random, or NULL. */
+const struct clu_member *clu_pick_node(struct clu_members *m);
 /* Up to n other live members to ask for indirect probes of target. Returns how many. */
 unsigned clu_pick_relays(struct clu_members *m, const char *target, const struct clu_member **out,
                          unsigned n);

@@ -290,6 +290,19 @@ static int gossip_record(struct clu_node *n, const struct clu_rec *r)
 	return clu_queue_news(n->m, about, &g);
 }
 
+/* Whether a member's metadata says it is an observer (CLU_ROLE_KEY). */
+static int meta_observer(Edgepool__Cluster__V1__Alive__MetaEntry **alive_meta, size_t n_alive,
+                         Edgepool__Cluster__V1__Member__MetaEntry **member_meta, size_t n_member)
+{
+	for (size_t i = 0; i < n_alive; i++)
+		if (strcmp(alive_meta[i]->key, CLU_ROLE_KEY) == 0)
+			return strcmp(alive_meta[i]->value, CLU_ROLE_OBSERVER) == 0;
+	for (size_t i = 0; i < n_member; i++)
+		if (strcmp(member_meta[i]->key, CLU_ROLE_KEY) == 0)
+			return strcmp(member_meta[i]->value, CLU_ROLE_OBSERVER) == 0;
+	return 0;
+}
+
 static void apply_gossip(struct clu_node *n, const clu_gossip *g)
 {
 	struct sockaddr_storage ss;
@@ -299,7 +312,7 @@ static void apply_gossip(struct clu_node *n, const clu_gossip *g)
 	case EDGEPOOL__CLUSTER__V1__GOSSIP__ITEM_ALIVE:
 		len = addr_from_msg(g->alive->addr, &ss);
 		clu_on_alive(n->m, g->alive->node, g->alive->incarnation, (struct sockaddr *)&ss, len,
-		             now);
+		             meta_observer(g->alive->meta, g->alive->n_meta, NULL, 0), now);
 		break;
 	case EDGEPOOL__CLUSTER__V1__GOSSIP__ITEM_SUSPECT:
 		clu_on_suspect(n->m, g->suspect->node, g->suspect->incarnation, g->suspect->from, now);
@@ -343,7 +356,8 @@ static void confirm_attempt_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	struct clu_node *n = c->node;
 	const struct clu_member *peer;
 	const struct clu_rec *r = clu_store_get(n->store, c->key, wall_ms(n));
-	if (!r || clu_pick_relays(n->m, "", &peer, 1) != 1) {
+	/* One of the pool's nodes must hold it: an observer (a balancer) does not count. */
+	if (!r || !(peer = clu_pick_node(n->m))) {
 		confirm_finish(c, -1); /* gone meanwhile, or nobody to hold it */
 		return;
 	}
@@ -627,6 +641,11 @@ static int stream_put_state(struct stream *s, int join)
 	unsigned count = clu_count(n->m);
 	clu_frame f = EDGEPOOL__CLUSTER__V1__FRAME__INIT;
 	Edgepool__Cluster__V1__Header h = EDGEPOOL__CLUSTER__V1__HEADER__INIT;
+	Edgepool__Cluster__V1__Member__MetaEntry observer_role =
+		EDGEPOOL__CLUSTER__V1__MEMBER__META_ENTRY__INIT;
+	Edgepool__Cluster__V1__Member__MetaEntry *observer_meta = &observer_role;
+	observer_role.key = CLU_ROLE_KEY;
+	observer_role.value = CLU_ROLE_OBSERVER;
 	clu_member_msg *mm = calloc(count ? count : 1, sizeof(*mm));
 	clu_member_msg **mp = calloc(count ? count : 1, sizeof(*mp));
 	clu_address *addrs = calloc(count ? count : 1, sizeof(*addrs));
@@ -644,6 +663,10 @@ static int stream_put_state(struct stream *s, int join)
 			mm[i].incarnation = m->incarnation;
 			mm[i].addr = &addrs[i];
 			mm[i].state = (Edgepool__Cluster__V1__MemberState)m->state;
+			if (m->observer) {
+				mm[i].n_meta = 1;
+				mm[i].meta = &observer_meta;
+			}
 			mp[i] = &mm[i];
 		}
 		uint64_t hashes[DIGEST_BUCKETS];
@@ -679,7 +702,8 @@ static void merge_members(struct clu_node *n, const Edgepool__Cluster__V1__Heade
 		socklen_t len = addr_from_msg(m->addr, &ss);
 		switch (m->state) {
 		case EDGEPOOL__CLUSTER__V1__MEMBER_STATE__ALIVE:
-			clu_on_alive(n->m, m->node, m->incarnation, (struct sockaddr *)&ss, len, now);
+			clu_on_alive(n->m, m->node, m->incarnation, (struct sockaddr *)&ss, len,
+			             meta_observer(NULL, 0, m->meta, m->n_meta), now);
 			break;
 		case EDGEPOOL__CLUSTER__V1__MEMBER_STATE__SUSPECT:
 		case EDGEPOOL__CLUSTER__V1__MEMBER_STATE__DEAD:
@@ -1233,7 +1257,7 @@ struct clu_node *clu_node_new(struct ev_loop *loop, const struct clu_config *cfg
 		goto fail;
 	n->m = clu_members_new(n->name, (const struct sockaddr *)&cfg->bind, cfg->bindlen,
 	                       &cfg->timing, 0, ev_now(loop));
-	if (!n->m)
+	if (!n->m || (cfg->observer && clu_set_observer(n->m) < 0))
 		goto nomem;
 	clu_members_on_change(n->m, cfg->on_change, cfg->change_arg);
 	n->store = clu_store_new(n->name, &cfg->store);
@@ -1429,9 +1453,9 @@ size_t clu_node_status_json(const struct clu_node *n, char *buf, size_t len)
 		addr_str(&m->addr, where, sizeof(where));
 		/* Node names are checked (clu_name_valid): nothing to escape. */
 		k = snprintf(buf + at, len - at, "%s{\"name\": \"%s\", \"addr\": \"%s\", \"state\": \"%s\", "
-		             "\"incarnation\": %llu, \"lifeline\": %s}", i ? ", " : "", m->name, where,
-		             clu_state_name(m->state), (unsigned long long)m->incarnation,
-		             has_lifeline(n, m->name) ? "true" : "false");
+		             "\"incarnation\": %llu, \"lifeline\": %s, \"observer\": %s}", i ? ", " : "",
+		             m->name, where, clu_state_name(m->state), (unsigned long long)m->incarnation,
+		             has_lifeline(n, m->name) ? "true" : "false", m->observer ? "true" : "false");
 	}
 	struct clu_store_stats st;
 	unsigned lifelines = 0;

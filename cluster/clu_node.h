@@ -44,6 +44,9 @@ struct clu_config {
 	struct clu_store_limits store;    /* the replicated store's bounds */
 	clu_store_fn on_record;           /* every record a write or a merge changes, or NULL */
 	void *record_arg;
+	int observer;                     /* not one of the pool's nodes (a balancer): others do
+	                                     not count it in clu_alive_nodes() nor ask it to hold
+	                                     confirmed writes */
 };
 
 /* The LAN defaults for everything but name, bind, keys and seeds. */

@@ -1398,7 +1398,8 @@ static void publish_part(void *arg, const char *domain, uint64_t period,
 static void share_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct proxy *px = w->data;
-	thr_set_pool_size(px->thr, clu_alive_count(clu_node_members(px->cluster)));
+	/* The pool's nodes only: the balancers observe the cluster, they take no share. */
+	thr_set_pool_size(px->thr, clu_alive_nodes(clu_node_members(px->cluster)));
 	thr_take_changes(px->thr, publish_part, px);
 }
 

@@ -206,6 +206,14 @@ def edge_of(lab, call_id):
     return None
 
 
+def test_the_balancer_observes_the_pool(lab):
+    """The edges know balancerd as an observer: a member, but not one of the pool's nodes."""
+    members = {m["name"]: m for m in lab.edges["edge-1"].status()["cluster"]["members"]}
+    assert members["balancer-1"]["observer"] is True
+    assert members["balancer-1"]["state"] == "alive"
+    assert not any(members[e]["observer"] for e in EDGE_HOSTS)
+
+
 # ---- DNS ----
 
 def test_pool_name_lists_the_usable_edges(lab):

@@ -48,7 +48,7 @@ static struct clu_members *table(unsigned others, struct changes *ch)
 		char name[16];
 		struct sockaddr_in b = addr_of((int)i + 2);
 		snprintf(name, sizeof(name), "edge-%u", i + 2);
-		assert_int_equal(clu_on_alive(m, name, 1, (struct sockaddr *)&b, sizeof(b), 0), 1);
+		assert_int_equal(clu_on_alive(m, name, 1, (struct sockaddr *)&b, sizeof(b), 0, 0), 1);
 	}
 	return m;
 }
@@ -59,20 +59,44 @@ static void test_alive_rules(void **state)
 	struct clu_members *m = table(0, &ch);
 	struct sockaddr_in b = addr_of(2), c = addr_of(3);
 	assert_int_equal(clu_self(m)->incarnation, 1);
-	assert_int_equal(clu_on_alive(m, "edge-2", 5, (struct sockaddr *)&b, sizeof(b), 1), 1);
+	assert_int_equal(clu_on_alive(m, "edge-2", 5, (struct sockaddr *)&b, sizeof(b), 0, 1), 1);
 	assert_int_equal(ch.n, 1);
 	assert_string_equal(ch.last, "edge-2");
 	/* Stale or repeated news changes nothing. */
-	assert_int_equal(clu_on_alive(m, "edge-2", 5, (struct sockaddr *)&c, sizeof(c), 2), 0);
-	assert_int_equal(clu_on_alive(m, "edge-2", 4, (struct sockaddr *)&c, sizeof(c), 2), 0);
+	assert_int_equal(clu_on_alive(m, "edge-2", 5, (struct sockaddr *)&c, sizeof(c), 0, 2), 0);
+	assert_int_equal(clu_on_alive(m, "edge-2", 4, (struct sockaddr *)&c, sizeof(c), 0, 2), 0);
 	/* A higher incarnation may move it. */
-	assert_int_equal(clu_on_alive(m, "edge-2", 6, (struct sockaddr *)&c, sizeof(c), 3), 1);
+	assert_int_equal(clu_on_alive(m, "edge-2", 6, (struct sockaddr *)&c, sizeof(c), 0, 3), 1);
 	const struct clu_member *e2 = clu_find(m, "edge-2");
 	assert_int_equal(((const struct sockaddr_in *)(const void *)&e2->addr)->sin_addr.s_addr,
 	                 c.sin_addr.s_addr);
 	assert_int_equal(clu_alive_count(m), 2);
 	/* Names that are no node names are refused. */
-	assert_int_equal(clu_on_alive(m, "bad name", 1, (struct sockaddr *)&c, sizeof(c), 3), -1);
+	assert_int_equal(clu_on_alive(m, "bad name", 1, (struct sockaddr *)&c, sizeof(c), 0, 3), -1);
+	clu_members_free(m);
+}
+
+/* Observers (balancers) are members, but not among the pool's nodes. */
+static void test_observers(void **state)
+{
+	struct clu_members *m = table(1, NULL);
+	struct sockaddr_in c = addr_of(9);
+	assert_int_equal(clu_on_alive(m, "balancer-1", 1, (struct sockaddr *)&c, sizeof(c), 1, 1), 1);
+	assert_true(clu_find(m, "balancer-1")->observer);
+	assert_int_equal(clu_alive_count(m), 3);
+	assert_int_equal(clu_alive_nodes(m), 2);
+	/* Only edge-2 may hold a confirmed write: never the observer. */
+	for (int i = 0; i < 20; i++)
+		assert_string_equal(clu_pick_node(m)->name, "edge-2");
+	/* Its alive news says what it is, so every member learns it. */
+	struct clu_members *b = clu_members_new("balancer-1", (struct sockaddr *)&c, sizeof(c),
+	                                        &(struct clu_timing){ 0 }, 1, 0);
+	assert_non_null(b);
+	assert_int_equal(clu_set_observer(b), 0);
+	assert_true(clu_self(b)->observer);
+	assert_int_equal(clu_alive_nodes(b), 0);
+	assert_null(clu_pick_node(b));
+	clu_members_free(b);
 	clu_members_free(m);
 }
 
@@ -121,7 +145,7 @@ static void test_confirmations_shorten_suspicion(void **state)
 	assert_int_equal(clu_find(m, "edge-2")->state, CLU_DEAD);
 
 	clu_on_alive(m, "edge-3", 2, (const struct sockaddr *)&clu_find(m, "edge-3")->addr,
-	             sizeof(struct sockaddr_in), 20);
+	             sizeof(struct sockaddr_in), 0, 20);
 	clu_on_suspect(m, "edge-3", 2, "edge-4", 20);
 	clu_on_suspect(m, "edge-3", 2, "edge-5", 20);
 	clu_on_suspect(m, "edge-3", 2, "edge-1", 20); /* 2 confirmations = k: the minimum, 4 s */
@@ -144,12 +168,12 @@ static void test_refutation(void **state)
 	assert_int_equal(clu_self(m)->incarnation, 3);
 	/* After a restart, the cluster remembers us at 7: we come back at 8. */
 	struct sockaddr_in a = addr_of(1);
-	assert_int_equal(clu_on_alive(m, "edge-1", 7, (struct sockaddr *)&a, sizeof(a), 3), 1);
+	assert_int_equal(clu_on_alive(m, "edge-1", 7, (struct sockaddr *)&a, sizeof(a), 0, 3), 1);
 	assert_int_equal(clu_self(m)->incarnation, 8);
 	/* A refuted suspicion of another node: alive at a higher incarnation wins. */
 	clu_on_suspect(m, "edge-2", 1, "edge-3", 4);
 	assert_int_equal(clu_on_alive(m, "edge-2", 2, (const struct sockaddr *)&clu_find(m, "edge-2")->addr,
-	                              sizeof(struct sockaddr_in), 5), 1);
+	                              sizeof(struct sockaddr_in), 0, 5), 1);
 	assert_int_equal(clu_find(m, "edge-2")->state, CLU_ALIVE);
 	clu_members_free(m);
 }
@@ -166,7 +190,7 @@ static void test_leave_and_dead_rules(void **state)
 	assert_int_equal(clu_on_dead(m, "edge-3", 1, "edge-4", 2), 1);
 	assert_int_equal(clu_find(m, "edge-3")->state, CLU_DEAD);
 	assert_int_equal(clu_on_alive(m, "edge-3", 1, (const struct sockaddr *)&clu_find(m, "edge-3")->addr,
-	                              sizeof(struct sockaddr_in), 3), 0);
+	                              sizeof(struct sockaddr_in), 0, 3), 0);
 	/* Unknown nodes: suspicion and death of a stranger mean nothing. */
 	assert_int_equal(clu_on_suspect(m, "edge-99", 1, "edge-4", 3), 0);
 	assert_int_equal(clu_on_dead(m, "edge-99", 1, "edge-4", 3), 0);
@@ -296,6 +320,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_alive_rules),
+		cmocka_unit_test(test_observers),
 		cmocka_unit_test(test_suspect_then_dead_without_confirmation),
 		cmocka_unit_test(test_confirmations_shorten_suspicion),
 		cmocka_unit_test(test_refutation),
