@@ -190,7 +190,7 @@ static int load_update(struct loader *ld, const config_setting_t *g)
 	    cfgu_string(&ld->u, g, "server", NULL, &server) < 0 ||
 	    cfgu_uint(&ld->u, g, "port", 1, 65535, 53, &port) < 0 ||
 	    get_name(ld, g, "zone", 1, &up->zone) < 0 ||
-	    get_name(ld, g, "tsig_name", 1, &up->tsig_name) < 0 ||
+	    cfgu_string(&ld->u, g, "tsig_name", NULL, &up->tsig_name) < 0 || /* bal_update checks */
 	    cfgu_string(&ld->u, g, "tsig_algorithm", "hmac-sha256", &up->tsig_algorithm) < 0 ||
 	    cfgu_string(&ld->u, g, "tsig_secret", NULL, &up->tsig_secret) < 0 ||
 	    cfgu_uint(&ld->u, g, "timeout_ms", 100, 60000, 2000, &up->timeout_ms) < 0)

@@ -258,15 +258,21 @@ def delivery_figures(load, t0, delivered):
     """The longest gap between consecutive 200s ending after t0, when it ended,
     and what was lost or copied."""
     oks = load.oks()
-    gap, resumed = 0.0, None
+    gap, resumed, gap_from = 0.0, None, None
     for prev, cur in zip(oks, oks[1:]):
         if cur > t0 and cur - prev > gap:
-            gap, resumed = cur - prev, cur - t0
+            gap, resumed, gap_from = cur - prev, cur - t0, prev - t0
     unanswered = [c for c, r in load.results.items() if r[0] != 200]
     never = [c for c, r in load.results.items() if r[0] == 200 and c not in delivered]
     copies = sum(max(0, delivered.get(c, 0) - 1) for c in load.results)
     unexplained = sum(max(0, delivered.get(c, 0) - r[1]) for c, r in load.results.items())
-    return {"gap_s": gap, "resumed_s": resumed, "sent": len(load.results),
+    # The attempts that got no 200, and those around the gap: (start, end,
+    # status) in seconds from the kill, to see what the partner went through.
+    notable = [(round(st - t0, 4), round(en - t0, 4), status) for st, en, status, _ in load.attempts
+               if status != 200 or (gap_from is not None and
+                                    gap_from - 0.05 <= en - t0 <= resumed + 0.05)]
+    return {"gap_s": gap, "resumed_s": resumed, "gap_from_s": gap_from, "attempts": notable,
+            "sent": len(load.results),
             "lost": len(unanswered) + len(never), "unanswered": len(unanswered),
             "never_delivered": len(never), "copies": copies, "unexplained_copies": unexplained,
             "retransmitted": sum(1 for r in load.results.values() if r[1] > 1),
@@ -314,6 +320,7 @@ class Bench:
             return
         log(f"keepalived: switching to {system}")
         lab = self.lab
+        self.restore()        # no stale VIP left by a killed keepalived
         for h in self.vl.BALANCERS:
             if lab.keepalived.get(h) is not None:
                 lab.keepalived[h].stop()

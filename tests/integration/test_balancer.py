@@ -504,3 +504,45 @@ def test_balancerd_is_valgrind_clean(lab, tmp_path):
     finally:
         code = bal.stop(timeout=60)
     assert code == 0, bal.log()[-4000:]
+
+
+def test_dynamic_updates_follow_health(lab, tmp_path):
+    """balancerd with `dns.update` and no responder: a real BIND 9 holds the usable
+    edges (RFC 2136, TSIG), loses a stopped edge, and gets it back."""
+    from dnslab import KEY_NAME, Bind
+    bind = Bind(tmp_path / "named", {"contoso.test": []})
+    bind.start()
+    status = free_port(BAL_HOST)
+    text = balancer_config(
+        ca=lab.pki.ca_file, cert=lab.bal_cert, key=lab.bal_key, status=(BAL_HOST, status),
+        edges=[{"name": n, "fqdn": "sip.contoso.test", "address": h, "sip_port": lab.sip_port}
+               for n, h in EDGE_HOSTS.items()],
+        zones=[{"domain": "contoso.test", "pool_name": "sip.contoso.test",
+                "vip_name": "vip.contoso.test", "vip": [VIP], "ns": ["ns.contoso.test"],
+                "ns_addresses": ["127.0.0.1"]}],
+        extra={"dns": {"update": {"server": bind.host, "port": bind.port, "zone": "contoso.test",
+                                  "tsig_name": KEY_NAME, "tsig_secret": bind.secret,
+                                  "timeout_ms": 2000}}})
+    bal = Edge(tmp_path, "balancerd-update", text, [], status_host=BAL_HOST, status_port=status,
+               binary=balancerd_binary())
+
+    def published():
+        return sorted(bind.query("sip.contoso.test", "A"))
+
+    try:
+        bal.start()
+        wait_for(lambda: published() == sorted(EDGE_HOSTS.values()), 15,
+                 "the three edges in BIND's zone")
+        assert bind.query("_sipfederationtls._tcp.contoso.test", "SRV") == \
+            ["0 0 5061 sip.contoso.test."]
+        assert bind.query("vip.contoso.test", "A") == [VIP]
+        lab.edges["edge-3"].stop()
+        wait_for(lambda: EDGE_HOSTS["edge-3"] not in published(), 5, "the stopped edge gone")
+        ensure_all_up(lab)
+        wait_for(lambda: published() == sorted(EDGE_HOSTS.values()), 15, "the edge back")
+        st = bal.status()["update"]
+        assert st["in_sync"] and st["failed"] == 0 and st["succeeded"] >= 2, st
+    finally:
+        code = bal.stop()
+        bind.stop()
+    assert code == 0, bal.log()[-3000:]

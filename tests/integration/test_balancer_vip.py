@@ -163,8 +163,11 @@ def test_kill_an_edge(lab):
         lab.edges[victim].proc.wait()
         lab.edges[victim].stop()
 
+    queries = lab.partners["modern"].status()["dns"]["queries"]
     loads = under_load(lab, fault)
     assert out["dns_s"] < 2.0, out
+    # The modern partner asked the balancers' DNS again (TTL 1 s) and left the dead edge.
+    assert lab.partners["modern"].status()["dns"]["queries"] > queries
     victim = out["victim"]
     for h in BALANCERS:
         assert victim not in lab.usable(h)
