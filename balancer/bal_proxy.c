@@ -13,6 +13,7 @@
 #include "clu_store.h"
 #include "list.h"
 #include "ppv2.h"
+#include "sockaddr.h"
 
 #define EXPIRE_INTERVAL 60.0      /* seconds between sweeps of a private affinity store */
 
@@ -332,10 +333,7 @@ static void try_next_edge(struct pconn *c)
 		struct sockaddr_storage to;
 		const struct cfgu_addr *a = &p->cfg->edges[e].addr;
 		memcpy(&to, &a->sa, a->salen);
-		if (to.ss_family == AF_INET)
-			((struct sockaddr_in *)&to)->sin_port = htons(c->fw->edge_port);
-		else
-			((struct sockaddr_in6 *)&to)->sin6_port = htons(c->fw->edge_port);
+		sa_set_port(&to, c->fw->edge_port);
 		c->efd = socket(to.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		if (c->efd >= 0 && (connect(c->efd, (struct sockaddr *)&to, a->salen) == 0 ||
 		                    errno == EINPROGRESS))
@@ -386,12 +384,7 @@ static void accept_one(struct listener *l, int fd)
 	getpeername(fd, (struct sockaddr *)&c->src, &len);
 	len = sizeof(c->dst);
 	getsockname(fd, (struct sockaddr *)&c->dst, &len);
-	if (c->src.ss_family == AF_INET)
-		inet_ntop(AF_INET, &((struct sockaddr_in *)&c->src)->sin_addr, c->src_str,
-		          sizeof(c->src_str));
-	else
-		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&c->src)->sin6_addr, c->src_str,
-		          sizeof(c->src_str));
+	sa_ip(&c->src, c->src_str, sizeof(c->src_str));
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	ev_init(&c->cio, on_client_io);
@@ -428,21 +421,15 @@ static int listen_on(const struct cfgu_addr *addr, uint16_t port, char *err, siz
 {
 	struct sockaddr_storage sa;
 	memcpy(&sa, &addr->sa, addr->salen);
-	if (sa.ss_family == AF_INET)
-		((struct sockaddr_in *)&sa)->sin_port = htons(port);
-	else
-		((struct sockaddr_in6 *)&sa)->sin6_port = htons(port);
+	sa_set_port(&sa, port);
 	int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	int one = 1;
 	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
 	    setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one)) < 0 ||
 	    bind(fd, (struct sockaddr *)&sa, addr->salen) < 0 || listen(fd, 1024) < 0) {
-		char host[INET6_ADDRSTRLEN] = "?";
-		if (sa.ss_family == AF_INET)
-			inet_ntop(AF_INET, &((struct sockaddr_in *)&sa)->sin_addr, host, sizeof(host));
-		else
-			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&sa)->sin6_addr, host, sizeof(host));
-		snprintf(err, errlen, "vip %s port %u: %s", host, port, strerror(errno));
+		char host[INET6_ADDRSTRLEN];
+		snprintf(err, errlen, "vip %s port %u: %s", sa_ip(&sa, host, sizeof(host)), port,
+		         strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		return -1;

@@ -1,6 +1,5 @@
 #include "bal_vrrp.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -8,6 +7,8 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <unistd.h>
+
+#include "sockaddr.h"
 
 int bal_vrrp_set_state(const char *state_file, int ok, char *err, size_t errlen)
 {
@@ -132,13 +133,8 @@ int bal_vrrp_write_keepalived(const struct bal_cfg *cfg, const char *balancerd_p
 	for (unsigned i = 0; i < cfg->vip->naddrs; i++) {
 		const struct sockaddr_storage *sa = &cfg->vip->addrs[i].sa;
 		char host[INET6_ADDRSTRLEN];
-		if (sa->ss_family == AF_INET)
-			inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, host, sizeof(host));
-		else
-			inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, host,
-			          sizeof(host));
-		fprintf(out, "    %s/%u dev %s\n", host, sa->ss_family == AF_INET ? k->prefix_len : 128,
-		        k->interface);
+		fprintf(out, "    %s/%u dev %s\n", sa_ip(sa, host, sizeof(host)),
+		        sa->ss_family == AF_INET ? k->prefix_len : 128, k->interface);
 	}
 	fprintf(out, "  }\n"
 	        "  track_file {\n    balancerd_state\n  }\n"

@@ -11,6 +11,7 @@
 
 #include "clu_msg.h"
 #include "list.h"
+#include "sockaddr.h"
 
 #define RELAYS_MAX 64          /* indirect pings we relay at once */
 #define RECV_MAX 65536
@@ -173,23 +174,6 @@ static void addr_to_msg(const struct sockaddr_storage *ss, clu_address *a, uint8
 		a->port = ntohs(s4->sin_port);
 	}
 	a->ip.data = ip;
-}
-
-static void addr_str(const struct sockaddr_storage *ss, char *buf, size_t len)
-{
-	char ip[INET6_ADDRSTRLEN] = "?";
-	uint16_t port = 0;
-	if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)(const void *)ss;
-		inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
-		port = ntohs(s6->sin6_port);
-		snprintf(buf, len, "[%s]:%u", ip, port);
-		return;
-	}
-	const struct sockaddr_in *s4 = (const struct sockaddr_in *)(const void *)ss;
-	inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
-	port = ntohs(s4->sin_port);
-	snprintf(buf, len, "%s:%u", ip, port);
 }
 
 /* ---- packets ---- */
@@ -1195,7 +1179,7 @@ static void check_peer(struct clu_node *n, const char *peer)
 static int bind_socket(int type, const struct clu_config *cfg, char *err, size_t errlen)
 {
 	char where[80];
-	addr_str(&cfg->bind, where, sizeof(where));
+	sa_str(&cfg->bind, where, sizeof(where));
 	int fd = socket(cfg->bind.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	int one = 1;
 	if (fd < 0) {
@@ -1450,7 +1434,7 @@ size_t clu_node_status_json(const struct clu_node *n, char *buf, size_t len)
 			break;
 		const struct clu_member *m = clu_member_at(n->m, i);
 		char where[80];
-		addr_str(&m->addr, where, sizeof(where));
+		sa_str(&m->addr, where, sizeof(where));
 		/* Node names are checked (clu_name_valid): nothing to escape. */
 		k = snprintf(buf + at, len - at, "%s{\"name\": \"%s\", \"addr\": \"%s\", \"state\": \"%s\", "
 		             "\"incarnation\": %llu, \"lifeline\": %s, \"observer\": %s}", i ? ", " : "",

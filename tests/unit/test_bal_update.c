@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "run_until.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -552,39 +554,6 @@ static void fake_free(struct fake *f)
 }
 
 /* ---- running the loop until something holds ---- */
-
-struct waiter {
-	int (*pred)(void *);
-	void *arg;
-	int ok;
-};
-
-static void check_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	struct waiter *wt = w->data;
-	if ((wt->ok = wt->pred(wt->arg)))
-		ev_break(loop, EVBREAK_ONE);
-}
-
-static void deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	ev_break(loop, EVBREAK_ONE);
-}
-
-static int run_until(struct ev_loop *loop, int (*pred)(void *), void *arg, double seconds)
-{
-	struct waiter wt = { pred, arg, 0 };
-	ev_timer check, deadline;
-	ev_timer_init(&check, check_cb, 0.005, 0.005);
-	check.data = &wt;
-	ev_timer_init(&deadline, deadline_cb, seconds, 0);
-	ev_timer_start(loop, &check);
-	ev_timer_start(loop, &deadline);
-	ev_run(loop, 0);
-	ev_timer_stop(loop, &check);
-	ev_timer_stop(loop, &deadline);
-	return wt.ok || pred(arg);
-}
 
 static int never(void *arg)
 {

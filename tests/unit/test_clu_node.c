@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "clu_node.h"
+#include "run_until.h"
 
 static const uint8_t KEY[1][CLU_KEY_LEN] = { { 9 } };
 static const uint8_t OTHER[1][CLU_KEY_LEN] = { { 10 } };
@@ -72,39 +73,6 @@ static struct clu_node *start(struct ev_loop *loop, const char *name, uint16_t p
 	return n;
 }
 
-/* Runs the loop until pred() holds or `seconds` pass; returns pred(). */
-struct waiter {
-	int (*pred)(void *);
-	void *arg;
-	int ok;
-};
-
-static void check_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	struct waiter *wt = w->data;
-	if ((wt->ok = wt->pred(wt->arg)))
-		ev_break(loop, EVBREAK_ONE);
-}
-
-static void deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	ev_break(loop, EVBREAK_ONE);
-}
-
-static int run_until(struct ev_loop *loop, int (*pred)(void *), void *arg, double seconds)
-{
-	struct waiter wt = { pred, arg, 0 };
-	ev_timer check, deadline;
-	ev_timer_init(&check, check_cb, 0.01, 0.01);
-	check.data = &wt;
-	ev_timer_init(&deadline, deadline_cb, seconds, 0);
-	ev_timer_start(loop, &check);
-	ev_timer_start(loop, &deadline);
-	ev_run(loop, 0);
-	ev_timer_stop(loop, &check);
-	ev_timer_stop(loop, &deadline);
-	return wt.ok || pred(arg);
-}
 
 struct pool {
 	struct clu_node *n[5];
