@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clu_msg.h"
 #include "clu_settings.h"
 #include "domain.h"
 
@@ -96,6 +97,10 @@ static int load_edges(struct loader *ld, const config_setting_t *root)
 		    get_port(ld, g, "xmpp_port", 5269, &e->xmpp_port) < 0 ||
 		    get_port(ld, g, "web_port", 443, &e->web_port) < 0)
 			return -1;
+		if (!clu_name_valid(e->name))
+			return cfgu_fail(&ld->u, cfgu_setting(g, "name"), "'%s' is not a node name "
+			                 "(letters, digits, '.', '-', '_'): the edge's cluster name",
+			                 e->name);
 		if (e->sip_port == 0)
 			return cfgu_fail(&ld->u, g, "'sip_port' must not be 0: the health check uses it");
 		if (cfgu_numeric(address, e->sip_port, &e->addr) < 0)
@@ -349,14 +354,21 @@ static int load_keepalived(struct loader *ld, const config_setting_t *root)
 		return -1;
 	if (cfgu_setting(g, "notify") && cfgu_string(&ld->u, g, "notify", NULL, &k->notify) < 0)
 		return -1;
+	/* One VRRP instance carries one address family: keepalived drops the others. */
+	int family = ld->cfg->vip->addrs[0].sa.ss_family;
+	for (unsigned i = 1; i < ld->cfg->vip->naddrs; i++)
+		if (ld->cfg->vip->addrs[i].sa.ss_family != family)
+			return cfgu_fail(&ld->u, g, "the VIP's addresses mix IPv4 and IPv6: keepalived moves "
+			                 "one family per instance");
 	struct cfgu_addr a;
 	for (unsigned i = 0; i < k->nunicast_peers; i++)
-		if (cfgu_numeric(k->unicast_peers[i], 0, &a) < 0)
+		if (cfgu_numeric(k->unicast_peers[i], 0, &a) < 0 || a.sa.ss_family != family)
 			return cfgu_fail(&ld->u, cfgu_setting(g, "unicast_peers"),
-			                 "'%s' is not a numeric address", k->unicast_peers[i]);
-	if (k->unicast_src && cfgu_numeric(k->unicast_src, 0, &a) < 0)
-		return cfgu_fail(&ld->u, cfgu_setting(g, "unicast_src"), "'%s' is not a numeric address",
-		                 k->unicast_src);
+			                 "'%s' is not a numeric address of the VIP's family",
+			                 k->unicast_peers[i]);
+	if (k->unicast_src && (cfgu_numeric(k->unicast_src, 0, &a) < 0 || a.sa.ss_family != family))
+		return cfgu_fail(&ld->u, cfgu_setting(g, "unicast_src"),
+		                 "'%s' is not a numeric address of the VIP's family", k->unicast_src);
 	/* keepalived's configuration has its own syntax: nothing may break out of a
 	 * line or a quoted string (notify is a command line: spaces are fine). */
 	const char *texts[] = { k->interface, k->state_file, k->notify };

@@ -9,11 +9,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "accept.h"
 #include "list.h"
 
 #define UDP_BATCH 64           /* datagrams answered per wakeup, so that TCP gets its turn */
 #define ACCEPT_BATCH 16
-#define ACCEPT_PAUSE 0.1       /* seconds without accepting when out of file descriptors */
 #define TCP_BACKLOG 128
 #define TCP_MSG_MAX 65535u     /* what a 2-byte length can say (RFC 7766 8) */
 #define IN_MIN 1024            /* a TCP read: room for a few pipelined queries */
@@ -23,7 +23,7 @@ struct listener {
 	struct bal_dnsd *srv;
 	int udp, tcp;
 	ev_io udp_io, tcp_io;
-	ev_timer pause;            /* accepting again after EMFILE */
+	struct accept_rest rest;   /* accepting again after EMFILE */
 	int pktinfo;               /* bound to a wildcard: replies name the address asked */
 	uint16_t port;
 };
@@ -278,13 +278,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 	struct listener *l = w->data;
 	struct bal_dnsd *s = l->srv;
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
-		int fd = accept4(l->tcp, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
-			/* The connection stays queued and the socket readable: wait rather than spin. */
-			ev_io_stop(loop, &l->tcp_io);
-			ev_timer_start(loop, &l->pause);
-			return;
-		}
+		int fd = accept_next(loop, &l->rest, NULL, NULL);
 		if (fd < 0)
 			return;
 		struct conn *c = s->stats.tcp_clients < s->max_tcp ? calloc(1, sizeof(*c)) : NULL;
@@ -307,12 +301,6 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		s->stats.tcp_accepted++;
 		s->stats.tcp_clients++;
 	}
-}
-
-static void pause_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	struct listener *l = w->data;
-	ev_io_start(loop, &l->tcp_io);
 }
 
 /* ---- UDP ---- */
@@ -535,8 +523,7 @@ struct bal_dnsd *bal_dnsd_new(struct ev_loop *loop, struct bal_dns *dns,
 		l->udp_io.data = l;
 		ev_io_init(&l->tcp_io, accept_cb, l->tcp, EV_READ);
 		l->tcp_io.data = l;
-		ev_timer_init(&l->pause, pause_cb, ACCEPT_PAUSE, 0);
-		l->pause.data = l;
+		accept_init(&l->rest, &l->tcp_io);
 		ev_io_start(loop, &l->udp_io);
 		ev_io_start(loop, &l->tcp_io);
 	}
@@ -553,7 +540,7 @@ void bal_dnsd_free(struct bal_dnsd *s)
 		struct listener *l = &s->ls[i];
 		ev_io_stop(s->loop, &l->udp_io);
 		ev_io_stop(s->loop, &l->tcp_io);
-		ev_timer_stop(s->loop, &l->pause);
+		accept_stop(s->loop, &l->rest);
 		close(l->udp);
 		close(l->tcp);
 	}

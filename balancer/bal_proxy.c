@@ -10,25 +10,28 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "accept.h"
 #include "clu_store.h"
 #include "list.h"
 #include "ppv2.h"
 #include "sockaddr.h"
 
 #define EXPIRE_INTERVAL 60.0      /* seconds between sweeps of a private affinity store */
+#define LINGER 5.0                /* seconds a connection whose other side failed may flush */
 
 struct listener {
 	struct bal_proxy *p;
 	const struct bal_cfg_forward *fw;
 	int fd;
 	ev_io io;
+	struct accept_rest rest;  /* out of file descriptors: accept again after a rest */
 };
 
 /* Bytes in flight in one direction. */
 struct pipe_buf {
 	char *data;
-	size_t off, len;          /* pending: data[off .. len) */
-	int eof;                  /* the sending side ended its stream */
+	size_t off, len;          /* pending: data[off .. len); both 0 once all is written */
+	int eof;                  /* the sending side ended its stream (or broke) */
 	int shut;                 /* and we passed the end on */
 };
 
@@ -40,8 +43,11 @@ struct pconn {
 	const struct bal_cfg_forward *fw;
 	enum pconn_phase phase;
 	int cfd, efd;             /* partner's and edge's sockets */
+	int cdead, edead;         /* that side failed: nothing more goes to it */
+	int affinity_noted;       /* the edge answered: the source's affinity is written */
 	ev_io cio, eio;
 	ev_timer connect_timer;
+	ev_timer linger;          /* one side failed: the other gets what is left, for a while */
 	int edge;                 /* index in cfg->edges, -1 before one is chosen */
 	unsigned char *tried;     /* edges already tried, one flag each */
 	struct sockaddr_storage src, dst;
@@ -73,9 +79,20 @@ static uint64_t wall_ms(const struct bal_proxy *p)
 
 /* ---- affinity ---- */
 
+/*
+ * The source's key: its IPv4 address, or its IPv6 /64 (a host holds a
+ * whole /64, and a new address per connection must not mean a new record).
+ */
 static void affinity_key(const struct pconn *c, char *key, size_t len)
 {
-	snprintf(key, len, BAL_AFFINITY_PREFIX "%s", c->src_str);
+	if (c->src.ss_family != AF_INET6) {
+		snprintf(key, len, BAL_AFFINITY_PREFIX "%s", c->src_str);
+		return;
+	}
+	struct sockaddr_storage net = c->src;
+	memset(((struct sockaddr_in6 *)(void *)&net)->sin6_addr.s6_addr + 8, 0, 8);
+	char ip[INET6_ADDRSTRLEN];
+	snprintf(key, len, BAL_AFFINITY_PREFIX "%s/64", sa_ip(&net, ip, sizeof(ip)));
 }
 
 /* The edge the source used last, or -1. */
@@ -133,6 +150,7 @@ static void pconn_free(struct pconn *c)
 	ev_io_stop(p->loop, &c->cio);
 	ev_io_stop(p->loop, &c->eio);
 	ev_timer_stop(p->loop, &c->connect_timer);
+	ev_timer_stop(p->loop, &c->linger);
 	if (c->cfd >= 0)
 		close(c->cfd);
 	if (c->efd >= 0)
@@ -158,29 +176,37 @@ static void watch(struct bal_proxy *p, ev_io *w, int fd, int events)
 	ev_io_start(p->loop, w);
 }
 
-/* What each socket waits for, from the state of the two pipes. */
+/* Bytes a pipe may still take: what is written leaves room (pipe_read compacts). */
+static size_t pipe_room(const struct pipe_buf *b, size_t cap)
+{
+	return cap - (b->len - b->off);
+}
+
+/* What each socket waits for, from the state of the two pipes and the sides. */
 static void rewatch(struct pconn *c)
 {
 	size_t cap = c->p->vip->buffer_bytes;
 	int cev = 0, eev = 0;
-	if (!c->up.eof && c->up.len < cap)
-		cev |= EV_READ;
-	if (c->down.off < c->down.len)
-		cev |= EV_WRITE;
-	if (!c->down.eof && c->down.len < cap)
-		eev |= EV_READ;
-	if (c->up.off < c->up.len)
-		eev |= EV_WRITE;
+	if (!c->cdead) {
+		if (!c->up.eof && pipe_room(&c->up, cap) > 0)
+			cev |= EV_READ;
+		if (c->down.off < c->down.len)
+			cev |= EV_WRITE;
+	}
+	if (!c->edead) {
+		if (!c->down.eof && pipe_room(&c->down, cap) > 0)
+			eev |= EV_READ;
+		if (c->up.off < c->up.len)
+			eev |= EV_WRITE;
+	}
 	watch(c->p, &c->cio, c->cfd, cev);
 	watch(c->p, &c->eio, c->efd, eev);
 }
 
-/* Reads from fd into b. Returns 0, or -1 when the connection must close. */
+/* Reads from fd into b. Returns 0, or -1 when the socket failed (b->eof is then set). */
 static int pipe_read(int fd, struct pipe_buf *b, size_t cap, unsigned long long *count)
 {
-	if (b->off == b->len) {
-		b->off = b->len = 0;
-	} else if (b->len == cap && b->off > 0) {
+	if (b->len == cap && b->off > 0) {
 		memmove(b->data, b->data + b->off, b->len - b->off);
 		b->len -= b->off;
 		b->off = 0;
@@ -192,18 +218,15 @@ static int pipe_read(int fd, struct pipe_buf *b, size_t cap, unsigned long long 
 			*count += (unsigned long long)n;
 			continue;
 		}
-		if (n == 0) {
-			b->eof = 1;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 			return 0;
-		}
-		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-			return 0;
-		return -1;
+		b->eof = 1;
+		return n == 0 ? 0 : -1;
 	}
 	return 0;
 }
 
-/* Writes what b holds to fd, and passes the end on when all is written. */
+/* Writes what b holds to fd, and passes the end on when all is written. -1: fd failed. */
 static int pipe_write(int fd, struct pipe_buf *b)
 {
 	while (b->off < b->len) {
@@ -216,6 +239,7 @@ static int pipe_write(int fd, struct pipe_buf *b)
 			return 0;
 		return -1;
 	}
+	b->off = b->len = 0;
 	if (b->eof && !b->shut) {
 		b->shut = 1;
 		shutdown(fd, SHUT_WR);
@@ -223,20 +247,49 @@ static int pipe_write(int fd, struct pipe_buf *b)
 	return 0;
 }
 
-/* Moves bytes both ways; frees c when the relay is over. */
+static void on_linger(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	pconn_free(w->data);
+}
+
+/*
+ * Moves bytes both ways. A side that fails gets nothing more, but what it
+ * sent before still goes to the other side (an edge's last answer or TLS
+ * alert), for LINGER seconds at most. Frees c when both directions are
+ * over: the watchers are stopped first, so freeing c from its own callback
+ * is safe with libev.
+ */
 static void relay(struct pconn *c, int cev, int eev)
 {
 	struct bal_proxy *p = c->p;
 	size_t cap = p->vip->buffer_bytes;
-	if (((cev & EV_READ) && pipe_read(c->cfd, &c->up, cap, &p->stats.bytes_in) < 0) ||
-	    ((eev & EV_READ) && pipe_read(c->efd, &c->down, cap, &p->stats.bytes_out) < 0) ||
-	    pipe_write(c->efd, &c->up) < 0 || pipe_write(c->cfd, &c->down) < 0) {
+	unsigned long long from_edge = 0;
+	if ((cev & EV_READ) && pipe_read(c->cfd, &c->up, cap, &p->stats.bytes_in) < 0)
+		c->cdead = 1;
+	if ((eev & EV_READ) && pipe_read(c->efd, &c->down, cap, &from_edge) < 0)
+		c->edead = 1;
+	p->stats.bytes_out += from_edge;
+	if (!c->edead && pipe_write(c->efd, &c->up) < 0) {
+		c->edead = 1;
+		c->down.eof = 1;
+	}
+	if (!c->cdead && pipe_write(c->cfd, &c->down) < 0) {
+		c->cdead = 1;
+		c->up.eof = 1;
+	}
+	/* The edge answered: this source goes there again (not for a mere connect). */
+	if (!c->affinity_noted && from_edge > 0) {
+		c->affinity_noted = 1;
+		affinity_put(p, c, c->edge);
+	}
+	int up_over = c->up.shut || c->edead, down_over = c->down.shut || c->cdead;
+	if (up_over && down_over) {
 		pconn_free(c);
 		return;
 	}
-	if (c->up.shut && c->down.shut) {
-		pconn_free(c);
-		return;
+	if ((c->cdead || c->edead) && !ev_is_active(&c->linger)) {
+		ev_timer_set(&c->linger, LINGER, 0.);
+		ev_timer_start(p->loop, &c->linger);
 	}
 	rewatch(c);
 }
@@ -256,7 +309,6 @@ static void connected(struct pconn *c)
 	c->phase = PC_RELAYING;
 	int one = 1;
 	setsockopt(c->efd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	affinity_put(p, c, c->edge);
 	relay(c, 0, 0);
 }
 
@@ -292,8 +344,9 @@ static void on_connect_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 static int pick_edge(struct bal_proxy *p, struct pconn *c)
 {
 	unsigned n = p->cfg->nedges;
+	unsigned path = (unsigned)(c->fw - p->vip->forwards);
 	int aff = affinity_get(p, c);
-	if (aff >= 0 && !c->tried[aff] && bal_health_usable(p->health, (unsigned)aff)) {
+	if (aff >= 0 && !c->tried[aff] && bal_health_usable_via(p->health, (unsigned)aff, path)) {
 		p->stats.affinity_hits++;
 		return aff;
 	}
@@ -301,7 +354,7 @@ static int pick_edge(struct bal_proxy *p, struct pconn *c)
 	p->rr++;
 	for (unsigned k = 0; k < n; k++) {
 		unsigned i = (p->rr + k) % n;
-		if (c->tried[i] || !bal_health_usable(p->health, i))
+		if (c->tried[i] || !bal_health_usable_via(p->health, i, path))
 			continue;
 		if (best < 0 || p->per_edge[i] < p->per_edge[best])
 			best = (int)i;
@@ -335,8 +388,13 @@ static void try_next_edge(struct pconn *c)
 		memcpy(&to, &a->sa, a->salen);
 		sa_set_port(&to, c->fw->edge_port);
 		c->efd = socket(to.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-		if (c->efd >= 0 && (connect(c->efd, (struct sockaddr *)&to, a->salen) == 0 ||
-		                    errno == EINPROGRESS))
+		if (c->efd < 0) {
+			/* Out of file descriptors or memory: ours, not the edge's. */
+			p->stats.refused++;
+			pconn_free(c);
+			return;
+		}
+		if (connect(c->efd, (struct sockaddr *)&to, a->salen) == 0 || errno == EINPROGRESS)
 			break;
 		p->stats.connect_failures++;
 		if (c->efd >= 0)
@@ -393,6 +451,8 @@ static void accept_one(struct listener *l, int fd)
 	c->eio.data = c;
 	ev_init(&c->connect_timer, on_connect_timeout);
 	c->connect_timer.data = c;
+	ev_init(&c->linger, on_linger);
+	c->linger.data = c;
 	list_add_tail(&p->conns, &c->link);
 	p->stats.active++;
 	p->stats.accepted++;
@@ -404,7 +464,7 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 	struct listener *l = w->data;
 	struct bal_proxy *p = l->p;
 	for (;;) {
-		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd = accept_next(loop, &l->rest, NULL, NULL);
 		if (fd < 0)
 			return;
 		if (p->stats.active >= p->vip->max_connections) {
@@ -483,6 +543,7 @@ struct bal_proxy *bal_proxy_new(struct ev_loop *loop, const struct bal_cfg *cfg,
 			l->fw = &vip->forwards[f];
 			ev_io_init(&l->io, on_accept, l->fd, EV_READ);
 			l->io.data = l;
+			accept_init(&l->rest, &l->io);
 			ev_io_start(loop, &l->io);
 			p->nlisteners++;
 		}
@@ -498,6 +559,7 @@ void bal_proxy_free(struct bal_proxy *p)
 		pconn_free(list_entry(p->conns.next, struct pconn, link));
 	for (unsigned i = 0; i < p->nlisteners; i++) {
 		ev_io_stop(p->loop, &p->listeners[i].io);
+		accept_stop(p->loop, &p->listeners[i].rest);
 		close(p->listeners[i].fd);
 	}
 	ev_timer_stop(p->loop, &p->expire_timer);
@@ -510,6 +572,8 @@ void bal_proxy_free(struct bal_proxy *p)
 void bal_proxy_get_stats(const struct bal_proxy *p, struct bal_proxy_stats *out)
 {
 	*out = p->stats;
+	for (unsigned i = 0; i < p->nlisteners; i++)
+		out->accept_pauses += p->listeners[i].rest.rests;
 }
 
 unsigned bal_proxy_edge_connections(const struct bal_proxy *p, unsigned edge)
@@ -519,14 +583,18 @@ unsigned bal_proxy_edge_connections(const struct bal_proxy *p, unsigned edge)
 
 size_t bal_proxy_status_json(const struct bal_proxy *p, char *buf, size_t len)
 {
-	const struct bal_proxy_stats *s = &p->stats;
+	struct bal_proxy_stats st;
+	const struct bal_proxy_stats *s = &st;
+	bal_proxy_get_stats(p, &st);
 	size_t off = (size_t)snprintf(buf, len,
 	                              "{\"accepted\":%llu,\"refused\":%llu,\"no_edge\":%llu,"
 	                              "\"connect_failures\":%llu,\"affinity_hits\":%llu,"
+	                              "\"accept_pauses\":%llu,"
 	                              "\"bytes_in\":%llu,\"bytes_out\":%llu,\"active\":%u,"
 	                              "\"per_edge\":{",
 	                              s->accepted, s->refused, s->no_edge, s->connect_failures,
-	                              s->affinity_hits, s->bytes_in, s->bytes_out, s->active);
+	                              s->affinity_hits, s->accept_pauses, s->bytes_in, s->bytes_out,
+	                              s->active);
 	for (unsigned i = 0; i < p->cfg->nedges; i++)
 		off += (size_t)snprintf(buf + off, off < len ? len - off : 0, "%s\"%s\":%u",
 		                        i ? "," : "", p->cfg->edges[i].name, p->per_edge[i]);

@@ -13,9 +13,10 @@
  * are relayed both ways untouched, half-closes included.
  *
  * Affinity lives in the cluster store when the balancer is in a cluster
- * (keys "aff/<address>", the edge's name as value, a TTL of the idle time),
- * so the other balancer knows it when the VIP moves; otherwise in a store
- * of its own.
+ * (keys "aff/<IPv4 address or IPv6 /64>", the edge's name as value, a TTL of
+ * the idle time), so the other balancer knows it when the VIP moves;
+ * otherwise in a store of its own. It is written once the edge has sent
+ * something back, so that bare connects do not fill the store.
  */
 #ifndef BALANCER_BAL_PROXY_H
 #define BALANCER_BAL_PROXY_H
@@ -30,10 +31,11 @@
 #define BAL_AFFINITY_PREFIX "aff/"
 
 struct bal_proxy_stats {
-	unsigned long long accepted, refused; /* refused: past max_connections */
+	unsigned long long accepted, refused; /* refused: past max_connections, or out of files */
 	unsigned long long no_edge;           /* closed: no usable edge answered */
 	unsigned long long connect_failures;  /* edges that failed a connect (then the next was tried) */
 	unsigned long long affinity_hits;     /* went to the edge of the source's affinity */
+	unsigned long long accept_pauses;     /* out of file descriptors: accepting paused */
 	unsigned long long bytes_in, bytes_out; /* from partners, from edges */
 	unsigned active;
 };

@@ -12,8 +12,8 @@
 
 int bal_vrrp_set_state(const char *state_file, int ok, char *err, size_t errlen)
 {
-	/* Truncated and written in place: keepalived's inotify watch sees the
-	 * write (a rename would replace the inode it watches). */
+	/* Truncated and written in place: two bytes, so keepalived's inotify
+	 * watch reads either the old word or the new one. */
 	int fd = open(state_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0) {
 		snprintf(err, errlen, "%s: %s", state_file, strerror(errno));

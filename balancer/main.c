@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "accept.h"
 #include "bal_cfg.h"
 #include "bal_dns.h"
 #include "bal_dnsd.h"
@@ -48,6 +49,9 @@ struct balancer {
 	struct bal_update *update;
 	struct bal_proxy *proxy;
 	ev_timer publish_timer;      /* coalesces health changes into one publication */
+	ev_timer member_timer;       /* once: warns of edges the cluster never named */
+	const char *state_file;      /* keepalived's: ready() as "0" or "1"; NULL without keepalived */
+	int told_ready;              /* what the state file says now */
 	unsigned long long publications;
 };
 
@@ -103,9 +107,46 @@ static void publish(struct balancer *b)
 	free(addrs);
 }
 
+/*
+ * Ready: this balancer can carry traffic, so keepalived may give it the
+ * VIP. It needs an edge to send it to: a balancer that reaches none while
+ * the other one does should not hold the VIP.
+ */
+static int ready(const struct balancer *b)
+{
+	return b->health && bal_health_usable_count(b->health) > 0;
+}
+
+/* Tells keepalived (the state file) when readiness changes. */
+static void tell_keepalived(struct balancer *b)
+{
+	char err[256];
+	int now = ready(b);
+	if (!b->state_file || now == b->told_ready)
+		return;
+	if (bal_vrrp_set_state(b->state_file, now, err, sizeof(err)) < 0) {
+		log_err("keepalived cannot be told: %s", err);
+		return;
+	}
+	b->told_ready = now;
+	log_notice("%s", now ? "an edge is usable: keepalived may give us the VIP"
+	                     : "no usable edge: keepalived moves the VIP away");
+}
+
 static void on_publish_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	publish(w->data);
+	tell_keepalived(w->data);
+}
+
+/* A configured edge the cluster never named: a typo in its name, or an edge not in the pool. */
+static void on_member_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct balancer *b = w->data;
+	for (unsigned i = 0; i < b->cfg->nedges; i++)
+		if (!bal_health_member_known(b->health, i))
+			log_warning("edge %s is not in the cluster (is it edged's cluster.name?): only "
+			            "our own checks judge it", b->cfg->edges[i].name);
 }
 
 static void on_health_change(void *arg, unsigned edge, int usable)
@@ -141,12 +182,6 @@ static void on_update_result(void *arg, int ok, const char *why)
 		log_info("dns update: the server holds the pool's addresses");
 	else
 		log_warning("dns update failed: %s (retrying)", why);
-}
-
-/* Ready: what keepalived's track script asks. Every configured service is up. */
-static int ready(const struct balancer *b)
-{
-	return b->health != NULL;
 }
 
 static size_t render_status(void *ctx, char *buf, size_t len)
@@ -270,6 +305,7 @@ static struct clu_node *join_cluster(struct balancer *b, char *err, size_t errle
 static void stop_all(struct balancer *b)
 {
 	ev_timer_stop(b->loop, &b->publish_timer);
+	ev_timer_stop(b->loop, &b->member_timer);
 	bal_proxy_free(b->proxy);
 	/* Leaving calls on_member_change(): health must still be there. */
 	clu_node_leave_and_free(b->cluster);
@@ -277,7 +313,7 @@ static void stop_all(struct balancer *b)
 	bal_update_free(b->update);
 	bal_dns_free(b->dns);
 	bal_health_free(b->health);
-	*b = (struct balancer){ .loop = b->loop, .cfg = b->cfg };
+	*b = (struct balancer){ .loop = b->loop, .cfg = b->cfg, .state_file = b->state_file };
 }
 
 static int start_all(struct balancer *b, char *err, size_t errlen)
@@ -285,11 +321,18 @@ static int start_all(struct balancer *b, char *err, size_t errlen)
 	const struct bal_cfg *cfg = b->cfg;
 	ev_init(&b->publish_timer, on_publish_timer);
 	b->publish_timer.data = b;
+	ev_init(&b->member_timer, on_member_timer);
+	b->member_timer.data = b;
 	/* Health first: the cluster's callbacks feed it. */
 	if (!(b->health = bal_health_new(b->loop, cfg, on_health_change, b, err, errlen)))
 		return -1;
-	if (cfg->cluster && !(b->cluster = join_cluster(b, err, errlen)))
-		return -1;
+	if (cfg->cluster) {
+		if (!(b->cluster = join_cluster(b, err, errlen)))
+			return -1;
+		/* Long enough for the push-pull of a join, and then some. */
+		ev_timer_set(&b->member_timer, 10., 0.);
+		ev_timer_start(b->loop, &b->member_timer);
+	}
 	if (cfg->dns.nzones) {
 		if (!(b->dns = bal_dns_new(&cfg->dns, (uint32_t)time(NULL), err, errlen)))
 			return -1;
@@ -364,17 +407,24 @@ int main(int argc, char **argv)
 	if (keepalived_conf)
 		return write_keepalived(cfg, path);
 
-	log_open("balancerd", cfg->log_level, cfg->log_syslog);
-	signal(SIGPIPE, SIG_IGN);
 	const char *state_file = cfg->keepalived ? cfg->keepalived->state_file : NULL;
-	/* Before any socket is opened: the watchdog must hold none. */
+	/* Before any socket is opened, syslog's included: the watchdog must hold none. */
 	if (state_file && (bal_vrrp_set_state(state_file, 0, err, sizeof(err)) < 0 ||
 	                   bal_vrrp_watchdog_start(state_file, err, sizeof(err)) < 0)) {
-		log_err("cannot start: %s", err);
+		fprintf(stderr, "balancerd: cannot start: %s\n", err);
 		bal_cfg_free(cfg);
 		return 1;
 	}
-	struct balancer b = { .loop = ev_default_loop(EVFLAG_AUTO), .cfg = cfg };
+	log_open("balancerd", cfg->log_level, cfg->log_syslog);
+	signal(SIGPIPE, SIG_IGN);
+	/* Two sockets a relayed connection, the DNS clients, and room for the rest. */
+	unsigned long want = (cfg->vip ? 2ul * cfg->vip->max_connections : 0) +
+	                     cfg->dns.max_tcp_clients + 256, got = accept_raise_fd_limit(want);
+	if (got < want)
+		log_warning("open files are limited to %lu, below the %lu the configured limits "
+		            "need: connections past it wait", got, want);
+	struct balancer b = { .loop = ev_default_loop(EVFLAG_AUTO), .cfg = cfg,
+	                      .state_file = state_file };
 	struct status_server *status = NULL;
 	int rc = start_all(&b, err, sizeof(err));
 	if (rc == 0 && cfg->status_enabled) {
@@ -393,14 +443,14 @@ int main(int argc, char **argv)
 	ev_signal_init(&sigint, on_stop_signal, SIGINT);
 	ev_signal_start(b.loop, &sigterm);
 	ev_signal_start(b.loop, &sigint);
-	if (state_file && bal_vrrp_set_state(state_file, 1, err, sizeof(err)) < 0)
-		log_err("keepalived will not give us the VIP: %s", err);
 	log_notice("ready: %u edges, %u zones%s%s, configuration %s", cfg->nedges, cfg->dns.nzones,
 	           b.update ? ", dynamic updates" : "", b.proxy ? ", VIP proxy" : "", cfg->source);
 
 	ev_run(b.loop, 0);
 
-	/* The VIP goes to the other balancer before our listeners close. */
+	/* Tell keepalived first: the VIP goes to the other balancer as we stop. The
+	 * connections we relay end with us (their packets would reach the other
+	 * balancer, which does not know them, anyway). */
 	if (state_file && bal_vrrp_set_state(state_file, 0, err, sizeof(err)) < 0)
 		log_err("%s", err);
 	ev_signal_stop(b.loop, &sigterm);

@@ -617,16 +617,24 @@ unsigned clu_pick_relays(struct clu_members *m, const char *target, const struct
 	return got;
 }
 
-const struct clu_member *clu_pick_node(struct clu_members *m)
+unsigned clu_pick_nodes(struct clu_members *m, const struct clu_member **out, unsigned want)
 {
-	const struct clu_member *pick = NULL;
-	unsigned live = 0;
+	unsigned got = 0, live = 0;
+	/* Reservoir sampling over the alive nodes other than us. */
 	for (unsigned i = 1; i < m->n; i++) {
 		struct node *n = m->nodes[i];
-		if (n->pub.state == CLU_ALIVE && !n->pub.observer && rng_below(&m->rng, ++live) == 0)
-			pick = &n->pub;
+		if (n->pub.state != CLU_ALIVE || n->pub.observer)
+			continue;
+		live++;
+		if (got < want) {
+			out[got++] = &n->pub;
+		} else {
+			unsigned j = rng_below(&m->rng, live);
+			if (j < want)
+				out[j] = &n->pub;
+		}
 	}
-	return pick;
+	return got;
 }
 
 double clu_probe_interval(const struct clu_members *m)

@@ -118,8 +118,8 @@ int clu_repeat_leave(struct clu_members *m);
 const struct clu_member *clu_next_probe(struct clu_members *m);
 /* A dead member, at random, or NULL: push-pull reaches out to them, so partitions heal. */
 const struct clu_member *clu_pick_dead(struct clu_members *m);
-/* A live member other than us that is one of the pool's nodes, at random, or NULL. */
-const struct clu_member *clu_pick_node(struct clu_members *m);
+/* Up to n live members other than us that are pool nodes (not observers), at random. */
+unsigned clu_pick_nodes(struct clu_members *m, const struct clu_member **out, unsigned n);
 /* Up to n other live members to ask for indirect probes of target. Returns how many. */
 unsigned clu_pick_relays(struct clu_members *m, const char *target, const struct clu_member **out,
                          unsigned n);

@@ -341,7 +341,7 @@ static void confirm_attempt_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	const struct clu_member *peer;
 	const struct clu_rec *r = clu_store_get(n->store, c->key, wall_ms(n));
 	/* One of the pool's nodes must hold it: an observer (a balancer) does not count. */
-	if (!r || !(peer = clu_pick_node(n->m))) {
+	if (!r || clu_pick_nodes(n->m, &peer, 1) != 1) {
 		confirm_finish(c, -1); /* gone meanwhile, or nobody to hold it */
 		return;
 	}
@@ -1376,7 +1376,8 @@ struct clu_confirm *clu_node_put_confirmed(struct clu_node *n, const char *key, 
 void clu_node_handoff(struct clu_node *n, unsigned peers)
 {
 	const struct clu_member *to[8];
-	unsigned k = clu_pick_relays(n->m, "", to, peers < 8 ? peers : 8);
+	/* To nodes that stay in the pool and carry its sessions: not to observers. */
+	unsigned k = clu_pick_nodes(n->m, to, peers < 8 ? peers : 8);
 	for (unsigned i = 0; i < k; i++)
 		pushpull_with(n, &to[i]->addr, to[i]->addrlen, 0);
 }

@@ -101,7 +101,7 @@ void clu_node_cancel_confirm(struct clu_confirm *c);
 
 /*
  * Hands this node's state to the pool before it goes: a push-pull exchange
- * with up to `peers` live members now. clu_node_busy() says whether
+ * with up to `peers` live nodes (not observers) now. clu_node_busy() says whether
  * exchanges are still under way.
  */
 void clu_node_handoff(struct clu_node *n, unsigned peers);

@@ -156,8 +156,11 @@ int cfgu_strings(struct cfgu *u, const config_setting_t *group, const char *name
 		return cfgu_fail(u, s, "out of memory");
 	for (int i = 0; i < count; i++) {
 		const char *v = config_setting_get_string_elem(s, i);
-		if (!v || !*v)
+		if (!v || !*v) {
+			free(*out);
+			*out = NULL;
 			return cfgu_fail(u, s, "'%s' element %d must be a non-empty string", name, i + 1);
+		}
 		(*out)[i] = v;
 	}
 	*n = (unsigned)count;

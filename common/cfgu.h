@@ -63,7 +63,8 @@ int cfgu_uint(struct cfgu *u, const config_setting_t *group, const char *name,
               long long min, long long max, long long def, unsigned *out);
 int cfgu_bool(struct cfgu *u, const config_setting_t *group, const char *name, int def,
               int *out);
-/* A list or array of non-empty strings; *out is a new NULL-terminated array (caller frees). */
+/* A list or array of non-empty strings; *out is a new NULL-terminated array (caller frees;
+ * NULL on failure). */
 int cfgu_strings(struct cfgu *u, const config_setting_t *group, const char *name, int required,
                  const char ***out, unsigned *n);
 /* A list of groups ( {...}, {...} ): *n = 0 when absent. */

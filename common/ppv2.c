@@ -114,6 +114,18 @@ size_t ppv2_wanted(const uint8_t *buf, size_t len)
 	return len < PPV2_HDR_LEN ? PPV2_HDR_LEN : PPV2_HDR_LEN + get16(buf + 14);
 }
 
+size_t ppv2_build_local(uint8_t *buf, size_t len)
+{
+	if (len < PPV2_HDR_LEN)
+		return 0;
+	memcpy(buf, signature, sizeof(signature));
+	buf[12] = VERSION_2 << 4 | PPV2_LOCAL;
+	buf[13] = 0;              /* AF_UNSPEC, UNSPEC: no addresses */
+	buf[14] = 0;
+	buf[15] = 0;
+	return PPV2_HDR_LEN;
+}
+
 size_t ppv2_build(uint8_t *buf, size_t len, const struct sockaddr *src,
                   const struct sockaddr *dst)
 {

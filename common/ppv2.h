@@ -73,6 +73,12 @@ size_t ppv2_wanted(const uint8_t *buf, size_t len);
 size_t ppv2_build(uint8_t *buf, size_t len, const struct sockaddr *src,
                   const struct sockaddr *dst);
 
+/*
+ * Writes a LOCAL header (the balancer speaking for itself: its health
+ * checks) into buf. Returns PPV2_HDR_LEN, or 0 when it does not fit.
+ */
+size_t ppv2_build_local(uint8_t *buf, size_t len);
+
 /* A static text for an enum ppv2_error. */
 const char *ppv2_strerror(int err);
 

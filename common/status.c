@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "accept.h"
+
 #define STATUS_READ_TIMEOUT 2.0
 #define STATUS_MAX_REQUEST 4096
 #define STATUS_MAX_BODY 65536
@@ -22,6 +24,7 @@ struct status_client {
 
 struct status_server {
 	ev_io io;
+	struct accept_rest rest;       /* out of file descriptors: accepting rests */
 	struct ev_loop *loop;
 	int fd;
 	status_render_fn render;
@@ -90,7 +93,7 @@ static void client_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct status_server *s = w->data;
-	int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	int fd = accept_next(loop, &s->rest, NULL, NULL);
 	if (fd < 0)
 		return;
 	struct status_client *c = calloc(1, sizeof(*c));
@@ -132,6 +135,7 @@ struct status_server *status_listen(struct ev_loop *loop, const struct sockaddr 
 	s->render = render;
 	s->ctx = ctx;
 	ev_io_init(&s->io, accept_cb, s->fd, EV_READ);
+	accept_init(&s->rest, &s->io);
 	s->io.data = s;
 	ev_io_start(loop, &s->io);
 	return s;
@@ -144,6 +148,7 @@ void status_close(struct status_server *s)
 	while (s->clients)
 		client_free(s->clients);
 	ev_io_stop(s->loop, &s->io);
+	accept_stop(s->loop, &s->rest);
 	close(s->fd);
 	free(s);
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "accept.h"
 #include "cfgu.h"
 #include "htab.h"
 #include "list.h"
@@ -91,6 +92,7 @@ struct pool {
 
 struct listener {
 	ev_io io;
+	struct accept_rest rest;      /* out of file descriptors: accepting rests */
 	struct conn_mgr *mgr;
 	int fd;
 	enum conn_side side;
@@ -239,6 +241,7 @@ void conn_mgr_free(struct conn_mgr *mgr)
 		struct listener *l = mgr->listeners;
 		mgr->listeners = l->next;
 		ev_io_stop(mgr->loop, &l->io);
+		accept_stop(mgr->loop, &l->rest);
 		close(l->fd);
 		free(l);
 	}
@@ -823,9 +826,9 @@ static void listener_cb(struct ev_loop *loop, ev_io *w, int revents)
 		struct sockaddr_storage ss;
 		socklen_t sslen = sizeof(ss);
 		memset(&ss, 0, sizeof(ss));
-		int fd = accept4(l->fd, (struct sockaddr *)&ss, &sslen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd = accept_next(mgr->loop, &l->rest, (struct sockaddr *)&ss, &sslen);
 		if (fd < 0)
-			return; /* EAGAIN, or EMFILE and the like: try again next time */
+			return; /* nothing pending, or resting: out of file descriptors */
 		/* Anyone else could claim any source: closed before a byte is read. */
 		if (l->proxied && !addr_listed(&ss, l->from, l->nfrom)) {
 			char from[INET6_ADDRSTRLEN + 8];
@@ -886,6 +889,7 @@ static struct listener *listen_on(struct conn_mgr *mgr, const struct sockaddr *a
 	l->lim = lim;
 	ev_io_init(&l->io, listener_cb, fd, EV_READ);
 	l->io.data = l;
+	accept_init(&l->rest, &l->io);
 	ev_io_start(mgr->loop, &l->io);
 	l->next = mgr->listeners;
 	mgr->listeners = l;

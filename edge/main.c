@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "accept.h"
 #include "cfg.h"
 #include "clu_node.h"
 #include "clu_settings.h"
@@ -153,6 +154,12 @@ int main(int argc, char **argv)
 
 	log_open("edged", cfg->log_level, cfg->log_syslog);
 	signal(SIGPIPE, SIG_IGN);
+	/* Each connection is a socket; DNS, the cluster and logs need a few more. */
+	unsigned long want = (unsigned long)cfg->max_connections + 256,
+	              got = accept_raise_fd_limit(want);
+	if (got < want)
+		log_warning("open files are limited to %lu, below the %lu that max_connections "
+		            "needs: connections past it wait", got, want);
 	struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
 	struct clu_node *cluster = NULL;
 	if (cfg->cluster) {

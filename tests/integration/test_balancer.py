@@ -20,6 +20,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -295,34 +296,34 @@ def base(lab):
     return lab
 
 
+def partner_tls(lab, source):
+    """A partner's mutual-TLS connection through the VIP from `source` (the handshake done)."""
+    return SipClient(VIP, lab.vip_port, tls_ca=lab.pki.ca_file, cert=lab.partner_cert,
+                     key=lab.partner_key, server_name="sip.contoso.test", source=source)
+
+
 def test_spread_and_affinity(base):
-    """Six sources even the edges out; a source that comes back goes where it went."""
+    """Six partners even the edges out; one that comes back goes where it went (its
+    affinity is written once the edge answered: here, the TLS handshake)."""
     lab = base
-    socks, where = [], {}
+    clients = []
     try:
         for i in range(6):
-            src = f"127.0.3.{i + 1}"
-            s = socket.create_connection((VIP, lab.vip_port), source_address=(src, 0))
-            socks.append(s)
-            # Each connection waits for TLS at its edge: the balancer counts it meanwhile.
-            wait_for(lambda: sum(lab.bal.status()["proxy"]["per_edge"].values()) >= i + 1 +
-                     lab.base_active, 5, "the connection counted")
+            clients.append(partner_tls(lab, f"127.0.3.{i + 1}"))
         per_edge = lab.bal.status()["proxy"]["per_edge"]
         added = sum(per_edge[n] - lab.base_per_edge[n] for n in EDGE_HOSTS)
         assert added == 6 and max(per_edge.values()) - min(per_edge.values()) <= 1, per_edge
         hits = lab.bal.status()["proxy"]["affinity_hits"]
         # The same source again: the edge it used, not the least loaded.
         before = dict(per_edge)
-        s = socket.create_connection((VIP, lab.vip_port), source_address=("127.0.3.1", 0))
-        socks.append(s)
-        wait_for(lambda: lab.bal.status()["proxy"]["affinity_hits"] == hits + 1, 5,
-                 "an affinity hit")
+        clients.append(partner_tls(lab, "127.0.3.1"))
+        assert lab.bal.status()["proxy"]["affinity_hits"] == hits + 1
         after = lab.bal.status()["proxy"]["per_edge"]
         grew = [n for n in EDGE_HOSTS if after[n] > before[n]]
         assert len(grew) == 1
     finally:
-        for s in socks:
-            s.close()
+        for c in clients:
+            c.close()
 
 
 # ---- failures ----
@@ -433,6 +434,15 @@ def test_state_file_and_watchdog(lab, tmp_path):
      'vip = { addresses = [ "127.0.0.5" ]; forward = ( { port = 5061; edge_port = 5063; } ); };\n'
      'keepalived = { interface = "eth0"; state_file = "/tmp/x"; advert_ms = 25; };',
      "'advert_ms' must be a multiple of 10"),
+    ('edges = ( { name = "a"; fqdn = "sip.contoso.test"; address = "127.0.0.1"; } );\n'
+     'vip = { addresses = [ "127.0.0.5", "fd00::5" ]; forward = ( { port = 5061; edge_port = 5063; }'
+     ' ); };\nkeepalived = { interface = "eth0"; state_file = "/tmp/x"; };',
+     "the VIP's addresses mix IPv4 and IPv6"),
+    ('edges = ( { name = "a b"; fqdn = "sip.contoso.test"; address = "127.0.0.1"; } );',
+     "'a b' is not a node name"),
+    ('edges = ( { name = "a"; fqdn = "sip.contoso.test"; address = "127.0.0.1"; } );\n'
+     'vip = { addresses = [ "127.0.0.5", "" ]; forward = ( { port = 5061; edge_port = 5063; } ); };',
+     "'addresses' element 2 must be a non-empty string"),
 ])
 def test_configuration_errors_name_the_line(lab, tmp_path, text, message):
     head = (f'tls = {{ ca_file = "{lab.pki.ca_file}"; cert_file = "{lab.bal_cert}"; '
@@ -545,4 +555,212 @@ def test_dynamic_updates_follow_health(lab, tmp_path):
     finally:
         code = bal.stop()
         bind.stop()
+    assert code == 0, bal.log()[-3000:]
+
+
+class Backend:
+    """A TCP server behind a second balancerd: echoes, or answers `goodbye` bytes and
+    closes at once while the client may still be sending."""
+
+    def __init__(self, host, goodbye=None):
+        self.sock = socket.socket()
+        self.sock.bind((host, 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.goodbye = goodbye
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        self.sock.settimeout(30)
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(30)
+            if self.goodbye:
+                conn.recv(100)
+                conn.sendall(self.goodbye)
+                return
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    conn.shutdown(socket.SHUT_WR)
+                    return
+                conn.sendall(data)
+
+    def close(self):
+        self.sock.close()
+        self.thread.join(5)
+
+
+def relaying_balancer(lab, tmp_path, backend_port, name):
+    """A balancerd whose VIP forwards (no PROXY header) to backend_port on edge-1's address."""
+    vip, status = "127.0.1.103", free_port(BAL_HOST)
+    port = free_port(vip)
+    text = balancer_config(
+        ca=lab.pki.ca_file, cert=lab.bal_cert, key=lab.bal_key, status=(BAL_HOST, status),
+        edges=[{"name": "edge-1", "fqdn": "sip.contoso.test", "address": EDGE_HOSTS["edge-1"],
+                "sip_port": lab.sip_port}],
+        vip={"addresses": [vip], "buffer_kb": 16,
+             "forward": [{"port": port, "edge_port": backend_port, "proxy_protocol": False}]})
+    bal = Edge(tmp_path, name, text, [(vip, port)], status_host=BAL_HOST, status_port=status,
+               binary=balancerd_binary())
+    bal.start()
+    wait_for(lambda: bal.status()["usable_edges"] == 1, 10, "the edge usable")
+    return bal, (vip, port)
+
+
+def test_bulk_both_ways_through_the_proxy(lab, tmp_path):
+    """4 MB each way through 16 KB buffers, with the partner's half-close passed on."""
+    backend = Backend(EDGE_HOSTS["edge-1"])
+    bal, addr = relaying_balancer(lab, tmp_path, backend.port, "balancerd-bulk")
+    try:
+        payload = os.urandom(4 << 20)
+        got = bytearray()
+        with socket.create_connection(addr, timeout=30) as s:
+            def send():
+                s.sendall(payload)
+                s.shutdown(socket.SHUT_WR)
+            sender = threading.Thread(target=send, daemon=True)
+            sender.start()
+            while True:
+                chunk = s.recv(1 << 16)
+                if not chunk:
+                    break
+                got += chunk
+            sender.join(30)
+        assert bytes(got) == payload
+        wait_for(lambda: bal.status()["proxy"]["active"] == 0, 10, "the connection freed")
+    finally:
+        code = bal.stop()
+        backend.close()
+    assert code == 0, bal.log()[-3000:]
+
+
+def test_last_bytes_of_a_closing_edge_reach_the_partner(lab, tmp_path):
+    """The edge answers and closes while the partner still sends (its reset on our side
+    must not swallow the answer)."""
+    backend = Backend(EDGE_HOSTS["edge-1"], goodbye=b"x" * 1000)
+    bal, addr = relaying_balancer(lab, tmp_path, backend.port, "balancerd-close")
+    try:
+        got = bytearray()
+        with socket.create_connection(addr, timeout=10) as s:
+            s.sendall(b"hello")
+            try:
+                for _ in range(50):
+                    s.sendall(b"y" * 4096)
+                    time.sleep(0.01)
+            except OSError:
+                pass
+            try:
+                while len(got) < 1000:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    got += chunk
+            except OSError:
+                pass
+        assert bytes(got[:1000]) == b"x" * 1000
+    finally:
+        code = bal.stop()
+        backend.close()
+    assert code == 0, bal.log()[-3000:]
+
+
+def test_the_vips_path_is_checked_apart(lab, tmp_path):
+    """An edge whose proxy_from lacks this balancer: usable through DNS (its SIP port
+    answers), never chosen by the VIP (its balancer listener refuses us)."""
+    host = "127.0.1.4"
+    stranger = Edge(tmp_path, "edge-4", edge_config(
+        pool_fqdn="sip.contoso.test", domains=["contoso.test"], ca=lab.pki.ca_file,
+        cert=lab.edge_cert, key=lab.edge_key, internal=(host, lab.internal_port),
+        next_hop=lab.uas.addr, external=(host, lab.sip_port), status_port=free_port(host),
+        status_host=host, proxy_listen=(host, lab.proxy_port), proxy_from=["127.0.0.99"]),
+        [(host, lab.sip_port)], status_host=host)
+    vip, status, dns = "127.0.1.104", free_port(BAL_HOST), (BAL_HOST, free_port(BAL_HOST))
+    port = free_port(vip)
+    text = balancer_config(
+        ca=lab.pki.ca_file, cert=lab.bal_cert, key=lab.bal_key, status=(BAL_HOST, status),
+        edges=[{"name": "edge-1", "fqdn": "sip.contoso.test", "address": EDGE_HOSTS["edge-1"],
+                "sip_port": lab.sip_port},
+               {"name": "edge-4", "fqdn": "sip.contoso.test", "address": host,
+                "sip_port": lab.sip_port}],
+        dns_listen=[dns],
+        zones=[{"domain": "contoso.test", "pool_name": "sip.contoso.test",
+                "ns": ["ns1.contoso.test"], "ns_addresses": [BAL_HOST]}],
+        vip={"addresses": [vip], "forward": [{"port": port, "edge_port": lab.proxy_port}]})
+    bal = Edge(tmp_path, "balancerd-paths", text, [(vip, port)], status_host=BAL_HOST,
+               status_port=status, binary=balancerd_binary())
+    stranger.start()
+    bal.start()
+    try:
+        def edge4():
+            return next(e for e in bal.status()["edges"] if e["name"] == "edge-4")
+        wait_for(lambda: [c["state"] for c in edge4()["checks"]] == ["up", "down"], 10,
+                 "edge-4 up on its SIP port, down on the VIP's path")
+        assert edge4()["usable"] is True
+        assert edge4()["checks"][1]["proxy_local"] is True
+        saved, lab.dns = lab.dns, dns
+        try:
+            assert pool_addresses(lab) == sorted([EDGE_HOSTS["edge-1"], host])
+        finally:
+            lab.dns = saved
+        clients = [SipClient(vip, port, tls_ca=lab.pki.ca_file, cert=lab.partner_cert,
+                             key=lab.partner_key, server_name="sip.contoso.test",
+                             source=f"127.0.4.{i + 1}") for i in range(4)]
+        per_edge = bal.status()["proxy"]["per_edge"]
+        for c in clients:
+            c.close()
+        assert per_edge == {"edge-1": 4, "edge-4": 0}, per_edge
+    finally:
+        code = bal.stop()
+        stranger.stop()
+    assert code == 0, bal.log()[-3000:]
+
+
+def cpu_seconds(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_out_of_file_descriptors_rests_not_spins(lab, tmp_path):
+    """balancerd held to 48 open files: partners past that are refused (counted, closed),
+    never a loop at full CPU; all is well after. (The listener's rest when accept itself
+    fails is test_accept.c's.)"""
+    vip, status = "127.0.1.105", free_port(BAL_HOST)
+    port = free_port(vip)
+    text = balancer_config(
+        ca=lab.pki.ca_file, cert=lab.bal_cert, key=lab.bal_key, status=(BAL_HOST, status),
+        edges=[{"name": "edge-1", "fqdn": "sip.contoso.test", "address": EDGE_HOSTS["edge-1"],
+                "sip_port": lab.sip_port}],
+        vip={"addresses": [vip], "forward": [{"port": port, "edge_port": lab.proxy_port}]})
+    bal = Edge(tmp_path, "balancerd-fds", text, [(vip, port)], status_host=BAL_HOST,
+               status_port=status, binary=balancerd_binary(),
+               wrapper=["prlimit", "--nofile=48:48"])
+    bal.start()
+    socks = []
+    try:
+        wait_for(lambda: bal.status()["usable_edges"] == 1, 10, "the edge usable")
+        for _ in range(40):
+            socks.append(socket.create_connection((vip, port), timeout=5))
+        wait_for(lambda: bal.status()["proxy"]["refused"] > 0, 10, "partners refused")
+        assert bal.status()["proxy"]["no_edge"] == 0
+        pid = bal.proc.pid
+        before, t0 = cpu_seconds(pid), time.monotonic()
+        wait_for(lambda: time.monotonic() - t0 >= 1.0, 5, "a second")
+        assert cpu_seconds(pid) - before < 0.3
+        assert "open files are limited to 48" in bal.log()
+        for s in socks:
+            s.close()
+        socks.clear()
+        wait_for(lambda: bal.status()["proxy"]["active"] == 0, 15, "the connections gone")
+        # A partner after the storm: relayed, through a TLS handshake with the edge.
+        SipClient(vip, port, tls_ca=lab.pki.ca_file, cert=lab.partner_cert, key=lab.partner_key,
+                  server_name="sip.contoso.test").close()
+    finally:
+        for s in socks:
+            s.close()
+        code = bal.stop()
     assert code == 0, bal.log()[-3000:]

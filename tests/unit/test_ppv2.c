@@ -179,6 +179,14 @@ static void test_local(void **state)
 	n = make(buf, 0x20, 0x12, sizeof(addrs), addrs, sizeof(addrs)); /* UDP: ignored too */
 	assert_int_equal(parse(buf, n, &h), 28);
 	assert_int_equal(h.command, PPV2_LOCAL);
+
+	/* What balancerd's health checks send: built, it parses as LOCAL. */
+	uint8_t built[PPV2_HDR_LEN];
+	assert_int_equal(ppv2_build_local(built, sizeof(built)), PPV2_HDR_LEN);
+	assert_memory_equal(built, buf, 12);
+	assert_int_equal(parse(built, sizeof(built), &h), PPV2_HDR_LEN);
+	assert_int_equal(h.command, PPV2_LOCAL);
+	assert_int_equal(ppv2_build_local(built, PPV2_HDR_LEN - 1), 0);
 }
 
 static void test_tlvs_skipped(void **state)
