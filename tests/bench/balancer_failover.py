@@ -450,6 +450,8 @@ class Bench:
             if scenario == "balancerd":
                 lab.balancers[master].proc.kill()
             elif scenario == "keepalived":
+                # The VRRP child first: killed after its parent, it may get the
+                # SIGTERM it asked for on the parent's death and stop cleanly.
                 lab.keepalived[master].kill9()
             else:
                 lab.edges[victim].proc.kill()
@@ -577,7 +579,8 @@ FIGURES = [
     # (key, label, unit scale, scenarios)
     ("vip_move_s", "VIP on the other balancer (netlink event)", ("balancerd", "keepalived")),
     ("vip_poll_s", "VIP seen there by `ip addr` polling (20 ms)", ("balancerd", "keepalived")),
-    ("vip_left_master_s", "VIP removed from the old master", ("balancerd",)),
+    ("vip_left_master_s", "VIP removed from the old master (-: never; a crashed keepalived "
+     "leaves it)", ("balancerd", "keepalived")),
     ("dns_out_s", "dead edge out of the DNS answers at the VIP", ("edge",)),
     ("unusable_master_s", "dead edge unusable in the master's status", ("edge",)),
     ("unusable_both_s", "dead edge unusable in both balancers' status", ("edge",)),
@@ -628,6 +631,14 @@ def summarize(data):
             if len(present) == 2:
                 ratio = f" {meds[0] / meds[1]:.2f} |" if meds[0] is not None and meds[1] else " - |"
             out.append(f"| {label} | " + " | ".join(cells) + " |" + ratio)
+        if scenario == "edge":
+            # What the master's status showed when the edge first read unusable:
+            # its own check (down) or the cluster's view (member gone).
+            cells = [", ".join(f"{r['unusable_master_view'][1]}/{r['unusable_master_view'][2]}"
+                               for r in rows if r["system"] == s and r.get("unusable_master_view"))
+                     for s in present]
+            out.append("| check / member when first unusable, master (per run) | " +
+                       " | ".join(cells) + " |" + (" |" if len(present) == 2 else ""))
         for key, label in (("lost", "MESSAGEs lost (per run)"),
                            ("copies", "copies that reached the UAS again (per run)"),
                            ("unexplained_copies", "copies beyond the partner's attempts"),

@@ -1,23 +1,31 @@
 #!/bin/bash
 # make bench: every benchmark of tests/bench, edged side by side with
-# Kamailio, on build/edged (or $EDGED), and the gossip cluster side by side
-# with serf (build/bench/clu_bench_node, built by cluster.sh). Prints a
-# summary; raw results go to $BENCH_OUT (default: a new folder under
-# $TMPDIR), never into the tree.
-#   BENCH_MEMORY_ARGS / BENCH_RELAY_ARGS / BENCH_CLUSTER_ARGS: extra options
-#   for each benchmark, e.g. BENCH_RELAY_ARGS="--repeats 1 --seconds 2" for a
-#   quick look; BENCH_ONLY="cluster" runs only the benchmarks named.
+# Kamailio, on build/edged (or $EDGED), the gossip cluster side by side
+# with serf (build/bench/clu_bench_node, built by cluster.sh), and the
+# balancer (build/balancerd, or $BALANCERD): failover against keepalived's
+# defaults, the VIP's proxy against HAProxy. Prints a summary; raw results go
+# to $BENCH_OUT (default: a new folder under $TMPDIR), never into the tree.
+#   BENCH_MEMORY_ARGS / BENCH_RELAY_ARGS / BENCH_CLUSTER_ARGS /
+#   BENCH_BALANCER_ARGS: extra options for each benchmark, e.g.
+#   BENCH_RELAY_ARGS="--repeats 1 --seconds 2" for a quick look;
+#   BENCH_ONLY="cluster" (or "balancer", ...) runs only the benchmarks named.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 export EDGED="${EDGED:-$repo/build/edged}"
+export BALANCERD="${BALANCERD:-$repo/build/balancerd}"
 out=${BENCH_OUT:-$(mktemp -d "${TMPDIR:-/tmp}/edgepool-bench-XXXXXX")}
 mkdir -p "$out"
-# One copy of edged for every benchmark: a rebuild during the run must not
-# split it between two binaries.
+# One copy of edged (and balancerd) for every benchmark: a rebuild during the
+# run must not split it between two binaries.
 cp "$EDGED" "$out/edged"
 chmod a-w "$out/edged"
 export EDGED="$out/edged"
+if [ -x "$BALANCERD" ]; then
+	cp "$BALANCERD" "$out/balancerd"
+	chmod a-w "$out/balancerd"
+	export BALANCERD="$out/balancerd"
+fi
 
 child=
 # shellcheck disable=SC2317 # called by the trap
@@ -44,7 +52,7 @@ bench() {
 	return "$rc"
 }
 
-only=" ${BENCH_ONLY:-idle_tls_memory message_relay cluster} "
+only=" ${BENCH_ONLY:-idle_tls_memory message_relay cluster balancer} "
 rc=0
 # shellcheck disable=SC2086 # the extra options are words on purpose
 [[ $only == *" idle_tls_memory "* ]] &&
@@ -57,18 +65,25 @@ rc=0
 # shellcheck disable=SC2086
 [[ $only == *" cluster "* ]] &&
 	{ bench cluster "$here/cluster.sh" --out "$out/cluster" ${BENCH_CLUSTER_ARGS:-} || rc=1; }
+# About 8 minutes: failover in network namespaces (needs root), then the
+# proxy against HAProxy.
+# shellcheck disable=SC2086
+[[ $only == *" balancer "* ]] &&
+	{ bench balancer "$here/balancer.sh" --out "$out/balancer" ${BENCH_BALANCER_ARGS:-} || rc=1; }
 
 echo
 echo "# EdgePool benchmarks ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1))"
 echo
-for f in idle_tls_memory message_relay cluster; do
+for f in idle_tls_memory message_relay cluster balancer; do
 	[ -s "$out/$f.md" ] && cat "$out/$f.md" && echo
 done
 
 # Safety net: nothing we started may outlive us. Our processes name a file
-# under $out on their command line, or (sipp) run in a folder under it.
+# under $out on their command line, or (sipp, wrk, nginx's worker) run in a
+# folder under it.
 left=()
-for p in $(for n in edged kamailio sipp clu_bench_node serf; do pgrep -x "$n"; done); do
+for p in $(for n in edged kamailio sipp clu_bench_node serf balancerd keepalived haproxy nginx wrk; do
+	pgrep -x "$n"; done); do
 	if tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -qF "$out/" ||
 		[[ "$(readlink "/proc/$p/cwd" 2>/dev/null)" == "$out"/* ]]; then
 		left+=("$p")

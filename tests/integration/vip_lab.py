@@ -77,11 +77,16 @@ class Keepalived:
         return pid if Path(f"/proc/{pid}").exists() else None
 
     def kill9(self):
-        """SIGKILL to both keepalived processes: nothing is cleaned up (the VIP stays)."""
+        """SIGKILL to both keepalived processes: nothing is cleaned up (the VIP stays).
+
+        The VRRP child goes first: it asks for a SIGTERM when its parent dies
+        (PR_SET_PDEATHSIG), so killing the parent first would sometimes give it
+        time for a clean stop (a priority-0 advert, the VIP removed) instead of
+        the crash we want."""
         child = self.vrrp_pid()
-        self.proc.kill()
         if child:
             os.kill(child, signal.SIGKILL)
+        self.proc.kill()
         self.proc.wait()
         wait_for(lambda: not self.vrrp_pid(), 5, "keepalived's VRRP process gone")
         self.proc = None
