@@ -18,7 +18,7 @@ SAN       ?= 0
 FUZZ_SECONDS ?= 60
 CI_FUZZ_SECONDS ?= 15
 
-PKGS      := openssl libconfig libcares libprotobuf-c ldns
+PKGS      := openssl libconfig libcares libprotobuf-c ldns expat
 CFLAGS    ?= -O2 -g
 WARNINGS  := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
              -Wno-unused-parameter
@@ -139,6 +139,8 @@ $(BUILD)/bench/%: tests/bench/%.c $(LIBS)
 # libFuzzer targets: clang, ASan + UBSan, and only the code under test
 # (FUZZ_LINK_<target>: its sources; FUZZ_LIBS_<target>: its libraries).
 FUZZ_LINK_fuzz_sip_parse := edge/sip_msg.c
+FUZZ_LINK_fuzz_xmpp_xml := edge/xmpp_xml.c
+FUZZ_LIBS_fuzz_xmpp_xml := $(shell $(PKG_CONFIG) --libs expat 2>/dev/null)
 FUZZ_LINK_fuzz_dns_answer := edge/dns_msg.c
 FUZZ_LIBS_fuzz_dns_answer := -lcares
 FUZZ_LINK_fuzz_bal_dns := balancer/bal_dns.c
