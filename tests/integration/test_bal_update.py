@@ -35,10 +35,11 @@ def drive():
             f"BAL_UPDATE_DRIVE={path} is not an executable file"
         return path
     # A make running this test passes its own variables (SAN=1) through
-    # MAKEFLAGS: the driver is built as a plain one, whatever the caller's build.
+    # MAKEFLAGS and the environment: the driver is built as a plain one,
+    # whatever the caller's build (SAN=0 on the command line wins).
     env = {k: v for k, v in os.environ.items()
-           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
-    out = subprocess.run(["make", "-C", str(REPO), "--no-print-directory",
+           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "SAN", "BUILD")}
+    out = subprocess.run(["make", "-C", str(REPO), "--no-print-directory", "SAN=0",
                           "build/bench/bal_update_drive"],
                          env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, f"make build/bench/bal_update_drive failed:\n{out.stdout}{out.stderr}"
