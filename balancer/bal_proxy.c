@@ -34,6 +34,7 @@ struct pipe_buf {
 	size_t off, len;          /* pending: data[off .. len); both 0 once all is written */
 	int kpipe[2];             /* a kernel pipe, once the direction is bulk; -1 before */
 	size_t in_kpipe;          /* bytes in it, not yet written */
+	int kpipe_full;           /* it refused more: read again once some is written */
 	int eof;                  /* the sending side ended its stream (or broke) */
 	int shut;                 /* and we passed the end on */
 };
@@ -147,6 +148,15 @@ static void on_expire(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ---- connections ---- */
 
+static void pipe_close(struct pipe_buf *b)
+{
+	if (b->kpipe[0] >= 0) {
+		close(b->kpipe[0]);
+		close(b->kpipe[1]);
+	}
+	b->kpipe[0] = b->kpipe[1] = -1;
+}
+
 /*
  * A direction that fills its buffer is bulk: it moves on to a kernel pipe
  * and splice(2), so its bytes go from socket to socket without a copy
@@ -158,19 +168,13 @@ static void pipe_go_bulk(struct pipe_buf *b, size_t cap)
 {
 	if (b->kpipe[0] >= 0 || pipe2(b->kpipe, O_NONBLOCK | O_CLOEXEC) < 0)
 		return;
-	/* Room for what the buffer holds: the pipe is the buffer from now on. */
-	fcntl(b->kpipe[1], F_SETPIPE_SZ, (int)cap);
+	/* Room for what the buffer holds: the pipe is the buffer from now on. A
+	 * smaller pipe would refuse bytes that pipe_room() promises, and the
+	 * socket would stay readable for ever: then the buffer it is. */
+	int size = fcntl(b->kpipe[1], F_SETPIPE_SZ, (int)cap);
+	if (size < 0 || (size_t)size < cap)
+		pipe_close(b);
 }
-
-static void pipe_close(struct pipe_buf *b)
-{
-	if (b->kpipe[0] >= 0) {
-		close(b->kpipe[0]);
-		close(b->kpipe[1]);
-	}
-	b->kpipe[0] = b->kpipe[1] = -1;
-}
-
 
 static void pconn_free(struct pconn *c)
 {
@@ -216,7 +220,7 @@ static size_t pipe_pending(const struct pipe_buf *b)
 static size_t pipe_room(const struct pipe_buf *b, size_t cap)
 {
 	size_t held = pipe_pending(b);
-	return held < cap ? cap - held : 0;
+	return held < cap && !b->kpipe_full ? cap - held : 0;
 }
 
 /* What each socket waits for, from the state of the two pipes and the sides. */
@@ -269,8 +273,14 @@ static int pipe_read(int fd, struct pipe_buf *b, size_t cap, unsigned long long 
 			*count += (unsigned long long)n;
 			continue;
 		}
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+			/* A pipe holds pages, not bytes: splice's partial pages may fill it
+			 * before `room` bytes. Then the socket stays readable and would be
+			 * watched for nothing: wait until the pipe gives some out. */
+			if (b->kpipe[0] >= 0 && b->in_kpipe > 0)
+				b->kpipe_full = 1;
 			return 0;
+		}
 		b->eof = 1;
 		return n == 0 ? 0 : -1;
 	}
@@ -299,6 +309,7 @@ static int pipe_write(int fd, struct pipe_buf *b)
 		                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 		if (n > 0) {
 			b->in_kpipe -= (size_t)n;
+			b->kpipe_full = 0;
 			continue;
 		}
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))

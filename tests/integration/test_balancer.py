@@ -764,3 +764,36 @@ def test_out_of_file_descriptors_rests_not_spins(lab, tmp_path):
             s.close()
         code = bal.stop()
     assert code == 0, bal.log()[-3000:]
+
+
+def test_a_partner_that_stops_reading_costs_no_cpu(lab, tmp_path):
+    """A bulk direction whose receiver stops reading: the relay waits (its buffer and
+    kernel pipe full), no loop at full CPU; the bytes all arrive once it reads again."""
+    backend = Backend(EDGE_HOSTS["edge-1"])
+    bal, addr = relaying_balancer(lab, tmp_path, backend.port, "balancerd-slow")
+    try:
+        payload = os.urandom(8 << 20)
+        with socket.create_connection(addr, timeout=30) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            sender = threading.Thread(target=lambda: (s.sendall(payload),
+                                                      s.shutdown(socket.SHUT_WR)), daemon=True)
+            sender.start()
+            # Not reading: the echo backs up through balancerd to the backend.
+            wait_for(lambda: bal.status()["proxy"]["bytes_out"] > (1 << 20), 10,
+                     "the echo under way")
+            pid = bal.proc.pid
+            before, t0 = cpu_seconds(pid), time.monotonic()
+            wait_for(lambda: time.monotonic() - t0 >= 1.0, 5, "a second")
+            assert cpu_seconds(pid) - before < 0.3
+            got = bytearray()
+            while True:
+                chunk = s.recv(1 << 16)
+                if not chunk:
+                    break
+                got += chunk
+            sender.join(30)
+        assert bytes(got) == payload
+    finally:
+        code = bal.stop()
+        backend.close()
+    assert code == 0, bal.log()[-3000:]
