@@ -141,6 +141,8 @@ $(BUILD)/bench/%: tests/bench/%.c $(LIBS)
 FUZZ_LINK_fuzz_sip_parse := edge/sip_msg.c
 FUZZ_LINK_fuzz_xmpp_xml := edge/xmpp_xml.c
 FUZZ_LIBS_fuzz_xmpp_xml := $(shell $(PKG_CONFIG) --libs expat 2>/dev/null)
+FUZZ_LINK_fuzz_xmpp_presence := edge/xmpp_presence.c edge/xmpp_xml.c edge/xmpp_map.c edge/domain.c
+FUZZ_LIBS_fuzz_xmpp_presence := $(shell $(PKG_CONFIG) --libs expat 2>/dev/null)
 FUZZ_LINK_fuzz_dns_answer := edge/dns_msg.c
 FUZZ_LIBS_fuzz_dns_answer := -lcares
 FUZZ_LINK_fuzz_bal_dns := balancer/bal_dns.c
