@@ -48,64 +48,6 @@ unsigned xmpp_map_err_sip_status(int err)
 /* ---- Characters --------------------------------------------------------------- */
 
 /*
- * Decodes one UTF-8 sequence at s[*i] (strictly: no overlong forms, no
- * surrogates, nothing above U+10FFFF) and advances *i. -1 when invalid.
- */
-static int utf8_next(const unsigned char *s, size_t len, size_t *i, uint32_t *cp)
-{
-	size_t p = *i;
-	unsigned char c = s[p];
-	unsigned n;
-	uint32_t v, min;
-
-	if (c < 0x80) {
-		*cp = c;
-		*i = p + 1;
-		return 0;
-	}
-	if (c >= 0xC2 && c <= 0xDF) {
-		n = 1; v = c & 0x1F; min = 0x80;
-	} else if (c >= 0xE0 && c <= 0xEF) {
-		n = 2; v = c & 0x0F; min = 0x800;
-	} else if (c >= 0xF0 && c <= 0xF4) {
-		n = 3; v = c & 0x07; min = 0x10000;
-	} else {
-		return -1;
-	}
-	if (len - p - 1 < n)
-		return -1;
-	for (unsigned k = 1; k <= n; k++) {
-		if ((s[p + k] & 0xC0) != 0x80)
-			return -1;
-		v = (v << 6) | (s[p + k] & 0x3F);
-	}
-	if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
-		return -1;
-	*cp = v;
-	*i = p + 1 + n;
-	return 0;
-}
-
-/* XML 1.0 section 2.2's Char production. */
-static int xml_char(uint32_t c)
-{
-	return c == 0x9 || c == 0xA || c == 0xD || (c >= 0x20 && c <= 0xD7FF) ||
-	       (c >= 0xE000 && c <= 0xFFFD) || (c >= 0x10000 && c <= 0x10FFFF);
-}
-
-/* Whether s is UTF-8 made of XML 1.0 characters only. */
-static int xml_text_ok(const char *s, size_t len)
-{
-	const unsigned char *u = (const unsigned char *)s;
-	uint32_t cp;
-
-	for (size_t i = 0; i < len;)
-		if (utf8_next(u, len, &i, &cp) < 0 || !xml_char(cp))
-			return 0;
-	return 1;
-}
-
-/*
  * Whether s is a JID localpart or resourcepart, roughly as RFC 7622 3.3
  * and 3.4 say without the PRECIS tables: 1 to 1023 bytes of UTF-8 without
  * control characters (C0, DEL, C1). A localpart (IdentifierClass) also
@@ -119,8 +61,8 @@ static int jid_part_ok(const char *s, size_t len, int local)
 
 	if (len == 0 || len > XMPP_MAP_PART_MAX)
 		return 0;
-	for (size_t i = 0; i < len;) {
-		if (utf8_next(u, len, &i, &cp) < 0)
+	for (size_t i = 0, n; i < len; i += n) {
+		if (!(n = xmpp_xml_utf8_next(u + i, len - i, &cp)))
 			return 0;
 		if (cp < 0x20 || (cp >= 0x7F && cp <= 0x9F))
 			return 0;
@@ -553,7 +495,7 @@ int xmpp_map_sip_to_message(const struct xmpp_map_sip_in *in, struct xmpp_xml_el
 		return XMPP_MAP_ERR_CHAR;
 	/* Checked here rather than left to the serializer, so that the SIP
 	 * side gets its 415 now instead of a stanza that cannot be written. */
-	if (!xml_text_ok(in->body, in->body_len))
+	if (!xmpp_xml_text_ok(in->body, in->body_len))
 		return XMPP_MAP_ERR_CHAR;
 
 	if ((msg = xmpp_xml_new("message", XMPP_XML_NS_SERVER)) == NULL)
@@ -626,7 +568,7 @@ int xmpp_map_message_to_sip(const struct xmpp_xml_elem *msg, struct xmpp_map_sip
 		memset(out, 0, sizeof(*out));
 		return refuse(condition, "internal-server-error", XMPP_MAP_ERR_NOMEM);
 	}
-	if (!xml_text_ok(text, len)) {
+	if (!xmpp_xml_text_ok(text, len)) {
 		memset(out, 0, sizeof(*out));
 		return refuse(condition, "not-acceptable", XMPP_MAP_ERR_CHAR);
 	}

@@ -391,62 +391,6 @@ fail:
 
 /* ---- XMPP -> PIDF ------------------------------------------------------------ */
 
-/*
- * Decodes one UTF-8 sequence at s[*i] (strictly: no overlong forms, no
- * surrogates, nothing above U+10FFFF) and advances *i. -1 when invalid.
- */
-static int utf8_next(const unsigned char *s, size_t len, size_t *i, uint32_t *cp)
-{
-	size_t p = *i;
-	unsigned char c = s[p];
-	unsigned n;
-	uint32_t v, min;
-
-	if (c < 0x80) {
-		*cp = c;
-		*i = p + 1;
-		return 0;
-	}
-	if (c >= 0xC2 && c <= 0xDF) {
-		n = 1; v = c & 0x1F; min = 0x80;
-	} else if (c >= 0xE0 && c <= 0xEF) {
-		n = 2; v = c & 0x0F; min = 0x800;
-	} else if (c >= 0xF0 && c <= 0xF4) {
-		n = 3; v = c & 0x07; min = 0x10000;
-	} else {
-		return -1;
-	}
-	if (len - p - 1 < n)
-		return -1;
-	for (unsigned k = 1; k <= n; k++) {
-		if ((s[p + k] & 0xC0) != 0x80)
-			return -1;
-		v = (v << 6) | (s[p + k] & 0x3F);
-	}
-	if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
-		return -1;
-	*cp = v;
-	*i = p + 1 + n;
-	return 0;
-}
-
-/* Whether s is UTF-8 made of XML 1.0 characters only (XML 1.0 2.2). A
- * built tree is not checked by xmpp_xml, and the SIP side gets text. */
-static int xml_text_ok(const char *s, size_t len)
-{
-	const unsigned char *u = (const unsigned char *)s;
-	uint32_t c;
-
-	for (size_t i = 0; i < len;) {
-		if (utf8_next(u, len, &i, &c) < 0)
-			return 0;
-		if (!(c == 0x9 || c == 0xA || c == 0xD || (c >= 0x20 && c <= 0xD7FF) ||
-		      (c >= 0xE000 && c <= 0xFFFD) || (c >= 0x10000 && c <= 0x10FFFF)))
-			return 0;
-	}
-	return 1;
-}
-
 static int buf_put(struct xmpp_xml_buf *b, const char *s, size_t n)
 {
 	char *d;
@@ -577,7 +521,7 @@ int xmpp_presence_to_pidf(const struct xmpp_xml_elem *pres, struct xmpp_presence
 	if ((el = default_lang_child(pres, "status")) != NULL) {
 		if ((note = xmpp_xml_text(el, &note_len)) == NULL)
 			return XMPP_PRESENCE_ERR_NOMEM;
-		if (!xml_text_ok(note, note_len))
+		if (!xmpp_xml_text_ok(note, note_len))
 			return XMPP_PRESENCE_ERR_CHAR;
 		if (note_len == 0)
 			note = NULL;

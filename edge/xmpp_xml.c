@@ -1247,11 +1247,7 @@ static int buf_str(struct xmpp_xml_buf *b, const char *s)
 	return buf_put(b, s, strlen(s));
 }
 
-/*
- * Decodes one UTF-8 character at s (n bytes left): its code point in *cp and
- * its length, or 0 for a malformed, overlong or surrogate sequence.
- */
-static size_t utf8_next(const unsigned char *s, size_t n, uint32_t *cp)
+size_t xmpp_xml_utf8_next(const unsigned char *s, size_t n, uint32_t *cp)
 {
 	size_t len, i;
 	uint32_t c, min;
@@ -1282,11 +1278,23 @@ static size_t utf8_next(const unsigned char *s, size_t n, uint32_t *cp)
 	return len;
 }
 
-/* XML 1.0 Char production. */
-static int is_xml_char(uint32_t c)
+int xmpp_xml_is_char(uint32_t c)
 {
 	return c == 0x9 || c == 0xa || c == 0xd || (c >= 0x20 && c <= 0xd7ff) ||
 	       (c >= 0xe000 && c <= 0xfffd) || (c >= 0x10000 && c <= 0x10ffff);
+}
+
+int xmpp_xml_text_ok(const char *text, size_t n)
+{
+	const unsigned char *s = (const unsigned char *)text;
+	for (size_t i = 0; i < n;) {
+		uint32_t c;
+		size_t clen = xmpp_xml_utf8_next(s + i, n - i, &c);
+		if (!clen || !xmpp_xml_is_char(c))
+			return 0;
+		i += clen;
+	}
+	return 1;
 }
 
 /* Appends text or an attribute value, escaped; checks every character. */
@@ -1299,9 +1307,9 @@ static int put_escaped(struct xmpp_xml_buf *b, const char *str, size_t n, int in
 	while (i < n) {
 		const char *rep = NULL;
 		uint32_t c;
-		size_t clen = utf8_next(s + i, n - i, &c);
+		size_t clen = xmpp_xml_utf8_next(s + i, n - i, &c);
 
-		if (!clen || !is_xml_char(c))
+		if (!clen || !xmpp_xml_is_char(c))
 			return XMPP_XML_ERR_CHAR;
 		switch (c) {
 		case '&': rep = "&amp;"; break;
@@ -1351,7 +1359,7 @@ static int check_name(const char *name)
 		return XMPP_XML_ERR_NAME;
 	while (i < n) {
 		uint32_t c;
-		size_t clen = utf8_next(s + i, n - i, &c);
+		size_t clen = xmpp_xml_utf8_next(s + i, n - i, &c);
 
 		if (!clen || !(i == 0 ? is_name_start(c) : is_name_char(c)))
 			return XMPP_XML_ERR_NAME;

@@ -25,6 +25,7 @@
 #define EDGE_XMPP_XML_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define XMPP_XML_NS_STREAMS  "http://etherx.jabber.org/streams"
 #define XMPP_XML_NS_SERVER   "jabber:server"
@@ -50,6 +51,16 @@ enum xmpp_xml_err {
 };
 
 const char *xmpp_xml_strerror(int err);
+
+/*
+ * Characters, for every module that puts text into XML: one UTF-8 character
+ * at s (n bytes left), its code point in *cp and its length, or 0 when it is
+ * malformed, overlong or a surrogate; XML 1.0's Char production (2.2); and
+ * whether text is UTF-8 made of such characters only.
+ */
+size_t xmpp_xml_utf8_next(const unsigned char *s, size_t n, uint32_t *cp);
+int xmpp_xml_is_char(uint32_t c);
+int xmpp_xml_text_ok(const char *text, size_t n);
 
 /* Stream error conditions, RFC 6120 4.9.3, in its order. */
 enum xmpp_xml_cond {
