@@ -24,6 +24,11 @@ WARNINGS  := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-protot
              -Wno-unused-parameter
 CPPFLAGS  += -D_GNU_SOURCE -Icommon -Icluster -Iedge -Ibalancer -I$(BUILD)/gen/proto
 DEP_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
+# expat 2.6's reparse deferral, also backported by distributions that keep
+# an older version number (Debian 12's 2.5.0-1+deb12u2 and later): probed.
+EXPAT_DEFERRAL := $(shell printf '\043include <expat.h>\nint main(void) { return XML_SetReparseDeferralEnabled(0, 0); }\n' | \
+	$(CC) -x c - -o /dev/null -lexpat 2>/dev/null && echo -DHAVE_EXPAT_REPARSE_DEFERRAL)
+CPPFLAGS  += $(EXPAT_DEFERRAL)
 # libev ships no pkg-config file on Debian.
 DEP_LIBS   := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null) -lev -lm
 

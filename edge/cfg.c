@@ -66,22 +66,41 @@ static int load_listeners(struct loader *ld, const config_setting_t *side, int e
 	return 0;
 }
 
+/*
+ * A setting that names one of names[0..n-1], compared case-insensitively as
+ * Lync's cmdlets compare their enumerations: its index in *out (def when the
+ * setting is absent).
+ */
+static int get_enum(struct loader *ld, const config_setting_t *group, const char *name,
+                    const char *const *names, unsigned n, unsigned def, unsigned *out)
+{
+	const char *v;
+	if (cfgu_string(&ld->u, group, name, names[def], &v) < 0)
+		return -1;
+	for (unsigned i = 0; i < n; i++)
+		if (strcasecmp(v, names[i]) == 0) {
+			*out = i;
+			return 0;
+		}
+	char list[160] = "";
+	size_t len = 0;
+	for (unsigned i = 0; i < n && len < sizeof(list); i++)
+		len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%s",
+		                        i == 0 ? "" : i + 1 < n ? ", " : " or ", names[i]);
+	return cfgu_fail(&ld->u, cfgu_setting(group, name), "unknown %s '%s' (%s)", name, v, list);
+}
+
 /* One of Lync's VerificationLevel names. */
 static int get_verification(struct loader *ld, const config_setting_t *group, const char *name,
                             enum cfg_verification def, enum cfg_verification *out)
 {
 	static const char *const names[] = { "UseSourceVerification", "AlwaysVerifiable",
 	                                     "AlwaysUnverifiable" };
-	const char *v;
-	if (cfgu_string(&ld->u, group, name, names[def], &v) < 0)
+	unsigned v;
+	if (get_enum(ld, group, name, names, 3, (unsigned)def, &v) < 0)
 		return -1;
-	for (unsigned i = 0; i < 3; i++)
-		if (strcasecmp(v, names[i]) == 0) {
-			*out = (enum cfg_verification)i;
-			return 0;
-		}
-	return cfgu_fail(&ld->u, cfgu_setting(group, name), "unknown %s '%s' (UseSourceVerification, "
-	            "AlwaysVerifiable or AlwaysUnverifiable)", name, v);
+	*out = (enum cfg_verification)v;
+	return 0;
 }
 
 static int get_domain(struct loader *ld, const config_setting_t *group, const char *name,
@@ -96,18 +115,19 @@ static int get_domain(struct loader *ld, const config_setting_t *group, const ch
 
 /*
  * A server: `fqdn_key` (the name its certificate must carry), an optional
- * numeric `address` and `port`. Without the fqdn (when not required) the
- * server is found by DNS SRV. Names are resolved when used, not here.
+ * numeric `address` and `port` (default def_port). Without the fqdn (when
+ * not required) the server is found by DNS SRV. Names are resolved when
+ * used, not here.
  */
 static int load_server(struct loader *ld, const config_setting_t *group, const char *fqdn_key,
-                       int required, struct cfg_server *out)
+                       int required, unsigned def_port, struct cfg_server *out)
 {
 	unsigned port;
 	out->fqdn = NULL;
 	if ((required || cfgu_setting(group, fqdn_key)) && get_domain(ld, group, fqdn_key, &out->fqdn) < 0)
 		return -1;
 	if (cfgu_string(&ld->u, group, "address", "", &out->address) < 0 ||
-	    cfgu_uint(&ld->u, group, "port", 1, 65535, 5061, &port) < 0)
+	    cfgu_uint(&ld->u, group, "port", 1, 65535, def_port, &port) < 0)
 		return -1;
 	out->port = (uint16_t)port;
 	if (!out->fqdn && (cfgu_setting(group, "address") || cfgu_setting(group, "port")))
@@ -210,7 +230,7 @@ static int load_allowed(struct loader *ld, const config_setting_t *root)
 		struct cfg_allowed_domain *a = &cfg->allowed[i];
 		const char *what;
 		if (cfgu_check_members(&ld->u, g, keys) < 0 || get_domain(ld, g, "domain", &a->domain) < 0 ||
-		    load_server(ld, g, "proxy_fqdn", 0, &a->server) < 0 ||
+		    load_server(ld, g, "proxy_fqdn", 0, 5061, &a->server) < 0 ||
 		    cfgu_bool(&ld->u, g, "mark_for_monitoring", 0, &a->mark_for_monitoring) < 0 ||
 		    cfgu_string(&ld->u, g, "comment", "", &a->comment) < 0 ||
 		    get_verification(ld, g, "verification_level", CFG_VERIFY_USE_SOURCE,
@@ -272,7 +292,7 @@ static int load_providers(struct loader *ld, const config_setting_t *root)
 		o->kind = is_hosting ? CFG_HOSTING_PROVIDER : CFG_PUBLIC_PROVIDER;
 		if (cfgu_check_members(&ld->u, g, is_hosting ? hosting_keys : public_keys) < 0 ||
 		    cfgu_string(&ld->u, g, "identity", NULL, &o->identity) < 0 ||
-		    load_server(ld, g, "proxy_fqdn", 1, &o->server) < 0 ||
+		    load_server(ld, g, "proxy_fqdn", 1, 5061, &o->server) < 0 ||
 		    cfgu_strings(&ld->u, g, "domains", 0, &o->domains, &o->ndomains) < 0 ||
 		    cfgu_bool(&ld->u, g, "enabled", 1, &o->enabled) < 0 ||
 		    cfgu_bool(&ld->u, g, "enabled_shared_address_space", 0, &o->shared_address_space) < 0 ||
@@ -396,7 +416,7 @@ static int load_access_edge(struct loader *ld, const config_setting_t *root)
 		            "'default_route' = { fqdn = ...; }");
 	if (route && !e->use_default_route)
 		return cfgu_fail(&ld->u, route, "'default_route' is only used with routing = \"default_route\"");
-	if (route && (load_server(ld, route, "fqdn", 1, &e->default_route) < 0 ||
+	if (route && (load_server(ld, route, "fqdn", 1, 5061, &e->default_route) < 0 ||
 	              get_verification(ld, route, "verification_level", CFG_VERIFY_ALWAYS_VERIFIABLE,
 	                               &e->default_route_verification) < 0 ||
 	              cfgu_bool(&ld->u, route, "is_public_provider", 0,
@@ -453,6 +473,183 @@ static int load_dns(struct loader *ld, const config_setting_t *root)
 	return 0;
 }
 
+/* Where element i of list is set: its own line when libconfig has one, else the list's. */
+static const config_setting_t *elem_at(const config_setting_t *list, unsigned i)
+{
+	const config_setting_t *e = list ? config_setting_get_elem(list, i) : NULL;
+	return e && config_setting_source_line(e) ? e : list;
+}
+
+/*
+ * xmpp.domains: our XMPP domains, by default node.sip_domains. Each must be
+ * one of node.sip_domains: the gateway maps alice@domain to the same
+ * address both ways (RFC 7247), so an XMPP-only domain would have no SIP
+ * side. The array is x's (a copy of the pointers for the default), the
+ * strings the libconfig tree's.
+ */
+static int load_xmpp_domains(struct loader *ld, const config_setting_t *g, struct cfg_xmpp *x)
+{
+	struct edge_cfg *cfg = ld->cfg;
+	const config_setting_t *list = cfgu_setting(g, "domains");
+	if (!list) {
+		if (alloc_array(ld, g, (void **)&x->domains, cfg->nsip_domains, sizeof(*x->domains)) < 0)
+			return -1;
+		memcpy(x->domains, cfg->sip_domains, cfg->nsip_domains * sizeof(*x->domains));
+		x->ndomains = cfg->nsip_domains;
+		return 0;
+	}
+	if (cfgu_strings(&ld->u, g, "domains", 1, &x->domains, &x->ndomains) < 0)
+		return -1;
+	for (unsigned i = 0; i < x->ndomains; i++) {
+		const char *d = x->domains[i];
+		const config_setting_t *at = elem_at(list, i);
+		unsigned s = 0;
+		if (!dom_valid(d, strlen(d)))
+			return cfgu_fail(&ld->u, at, "'%s' is not a valid domain name", d);
+		while (s < cfg->nsip_domains && strcasecmp(cfg->sip_domains[s], d) != 0)
+			s++;
+		if (s == cfg->nsip_domains)
+			return cfgu_fail(&ld->u, at, "XMPP domain '%s' is not one of node.sip_domains: the "
+			                 "gateway maps user@domain to the same address in SIP and XMPP", d);
+		for (unsigned q = 0; q < i; q++)
+			if (strcasecmp(x->domains[q], d) == 0)
+				return cfgu_fail(&ld->u, at, "XMPP domain '%s' is listed twice", d);
+	}
+	return 0;
+}
+
+/* Name k of an XMPP partner: its domain (k = 0), then its additional domains. */
+static const char *xmpp_partner_name(const struct cfg_xmpp_partner *p, unsigned k)
+{
+	return k == 0 ? p->domain : p->additional_domains[k - 1];
+}
+
+/*
+ * One entry of xmpp_partners (Lync New-CsXmppAllowedPartner), refused when
+ * nothing could authenticate the partner's server: SASL EXTERNAL needs TLS
+ * (it authenticates the certificate), and without SASL only Server
+ * Dialback is left.
+ */
+static int load_xmpp_partner(struct loader *ld, const config_setting_t *g,
+                             struct cfg_xmpp_partner *p)
+{
+	static const char *const keys[] = { "domain", "additional_domains", "partner_type",
+	                                    "tls_negotiation", "sasl_negotiation",
+	                                    "support_dialback", "enable_keepalive",
+	                                    "connection_limit", "proxy_fqdn", "address", "port",
+	                                    "comment", NULL };
+	/* In the order of the enums. */
+	static const char *const types[] = { "PublicUnverified", "PublicVerified", "Federated" };
+	static const char *const negos[] = { "Required", "Optional", "NotSupported" };
+	unsigned type, tls, sasl;
+	if (cfgu_check_members(&ld->u, g, keys) < 0 || get_domain(ld, g, "domain", &p->domain) < 0 ||
+	    cfgu_strings(&ld->u, g, "additional_domains", 0, &p->additional_domains,
+	                 &p->nadditional_domains) < 0 ||
+	    get_enum(ld, g, "partner_type", types, 3, CFG_XMPP_PUBLIC_UNVERIFIED, &type) < 0 ||
+	    get_enum(ld, g, "tls_negotiation", negos, 3, CFG_XMPP_REQUIRED, &tls) < 0 ||
+	    get_enum(ld, g, "sasl_negotiation", negos, 3, CFG_XMPP_REQUIRED, &sasl) < 0 ||
+	    cfgu_bool(&ld->u, g, "support_dialback", 1, &p->dialback) < 0 ||
+	    cfgu_bool(&ld->u, g, "enable_keepalive", 1, &p->keepalive) < 0 ||
+	    cfgu_uint(&ld->u, g, "connection_limit", 1, 1000, 10, &p->connection_limit) < 0 ||
+	    load_server(ld, g, "proxy_fqdn", 0, 5269, &p->server) < 0 ||
+	    cfgu_string(&ld->u, g, "comment", "", &p->comment) < 0)
+		return -1;
+	p->type = (enum cfg_xmpp_partner_type)type;
+	p->tls = (enum cfg_xmpp_nego)tls;
+	p->sasl = (enum cfg_xmpp_nego)sasl;
+	/* Each error points at the setting that must be set for it (defaults: Required, true). */
+	if (p->tls == CFG_XMPP_NOT_SUPPORTED && p->sasl == CFG_XMPP_REQUIRED)
+		return cfgu_fail(&ld->u, cfgu_setting(g, "tls_negotiation"), "XMPP partner '%s': "
+		                 "sasl_negotiation \"Required\" needs TLS (SASL EXTERNAL authenticates "
+		                 "the certificate), but tls_negotiation is \"NotSupported\"", p->domain);
+	if (!p->dialback && (p->sasl == CFG_XMPP_NOT_SUPPORTED || p->tls == CFG_XMPP_NOT_SUPPORTED))
+		return cfgu_fail(&ld->u, cfgu_setting(g, "support_dialback"), "XMPP partner '%s': "
+		                 "nothing would authenticate it: without dialback only SASL EXTERNAL "
+		                 "is left, and tls_negotiation or sasl_negotiation is \"NotSupported\"",
+		                 p->domain);
+	return 0;
+}
+
+/*
+ * The top-level xmpp_partners list. Every domain a partner serves has that
+ * one meaning: it is none of ours, no SIP partner's, blocked or a
+ * provider's (all loaded before), and no other XMPP partner's.
+ */
+static int load_xmpp_partners(struct loader *ld, const config_setting_t *root)
+{
+	struct cfg_xmpp *x = ld->cfg->xmpp;
+	const config_setting_t *list;
+	unsigned n;
+	if (cfgu_group_list(&ld->u, root, "xmpp_partners", &list, &n) < 0 ||
+	    alloc_array(ld, list ? list : root, (void **)&x->partners, n, sizeof(*x->partners)) < 0)
+		return -1;
+	x->npartners = n;
+	for (unsigned i = 0; i < n; i++) {
+		const config_setting_t *g = config_setting_get_elem(list, i);
+		struct cfg_xmpp_partner *p = &x->partners[i];
+		if (load_xmpp_partner(ld, g, p) < 0)
+			return -1;
+		for (unsigned k = 0; k <= p->nadditional_domains; k++) {
+			const char *name = xmpp_partner_name(p, k), *what;
+			const config_setting_t *at = k == 0 ? cfgu_setting(g, "domain")
+			                                    : elem_at(cfgu_setting(g, "additional_domains"), k - 1);
+			if (!dom_valid(name, strlen(name)))
+				return cfgu_fail(&ld->u, at, "'%s' is not a valid domain name", name);
+			if ((what = domain_claimed(ld->cfg, name, NULL)) != NULL)
+				return cfgu_fail(&ld->u, at, "XMPP partner domain '%s' is also %s", name, what);
+			for (unsigned q = 0; q <= i; q++) {
+				const struct cfg_xmpp_partner *o = &x->partners[q];
+				unsigned upto = q < i ? o->nadditional_domains + 1 : k;
+				for (unsigned j = 0; j < upto; j++)
+					if (strcasecmp(xmpp_partner_name(o, j), name) == 0)
+						return cfgu_fail(&ld->u, at, "XMPP partner domain '%s' is listed "
+						                 "twice (first for partner '%s')", name, o->domain);
+			}
+		}
+	}
+	return 0;
+}
+
+/*
+ * The `xmpp` section: XMPP server-to-server federation. Absent, cfg->xmpp
+ * stays NULL, and an xmpp_partners list is refused rather than ignored.
+ */
+static int load_xmpp(struct loader *ld, const config_setting_t *root)
+{
+	static const char *const keys[] = { "listen", "domains", "cert_file", "key_file",
+	                                    "dialback_secret", "max_stanza_kb", "keepalive_s",
+	                                    "idle_timeout_s", NULL };
+	struct edge_cfg *cfg = ld->cfg;
+	const config_setting_t *g = cfgu_setting(root, "xmpp");
+	const config_setting_t *partners = cfgu_setting(root, "xmpp_partners");
+	if (!g && partners)
+		return cfgu_fail(&ld->u, partners, "'xmpp_partners' needs the 'xmpp' section: without it "
+		                 "edged speaks no XMPP");
+	if (!g)
+		return 0;
+	if (cfgu_check_members(&ld->u, g, keys) < 0)
+		return -1;
+	if (!(cfg->xmpp = calloc(1, sizeof(*cfg->xmpp))))
+		return cfgu_fail(&ld->u, g, "out of memory");
+	struct cfg_xmpp *x = cfg->xmpp;
+	unsigned kb;
+	if (cfgu_listeners(&ld->u, g, "listen", NULL, &x->listen, &x->nlisten) < 0 ||
+	    load_xmpp_domains(ld, g, x) < 0 ||
+	    cfgu_string(&ld->u, g, "cert_file", cfg->cert_file, &x->cert_file) < 0 ||
+	    cfgu_string(&ld->u, g, "key_file", cfg->key_file, &x->key_file) < 0 ||
+	    (cfgu_setting(g, "dialback_secret") &&
+	     cfgu_string(&ld->u, g, "dialback_secret", NULL, &x->dialback_secret) < 0) ||
+	    cfgu_uint(&ld->u, g, "max_stanza_kb", 1, 10240, 64, &kb) < 0 ||
+	    cfgu_uint(&ld->u, g, "keepalive_s", 0, 3600, 60, &x->keepalive_s) < 0 ||
+	    cfgu_uint(&ld->u, g, "idle_timeout_s", 0, 86400, 600, &x->idle_timeout_s) < 0)
+		return -1;
+	x->max_stanza_bytes = (size_t)kb * 1024;
+	if (x->dialback_secret && strlen(x->dialback_secret) < 16)
+		return cfgu_fail(&ld->u, cfgu_setting(g, "dialback_secret"), "'dialback_secret' must be "
+		                 "at least 16 characters (openssl rand -base64 24)");
+	return load_xmpp_partners(ld, root);
+}
+
 static int load(struct loader *ld)
 {
 	struct edge_cfg *cfg = ld->cfg;
@@ -466,7 +663,7 @@ static int load(struct loader *ld)
 	                                     "access_edge", "allowed_domains", "blocked_domains",
 	                                     "hosting_providers", "public_providers",
 	                                     "external_access_policies", "dns", "cluster",
-	                                     "limits", "status", NULL };
+	                                     "limits", "status", "xmpp", "xmpp_partners", NULL };
 
 	if (cfgu_check_sections(&ld->u, root, known) < 0)
 		return -1;
@@ -544,7 +741,8 @@ static int load(struct loader *ld)
 
 	if (load_access_edge(ld, root) < 0 || load_allowed(ld, root) < 0 ||
 	    load_blocked(ld, root) < 0 || load_providers(ld, root) < 0 ||
-	    load_policies(ld, root) < 0 || load_dns(ld, root) < 0 || load_cluster(ld, root) < 0)
+	    load_policies(ld, root) < 0 || load_dns(ld, root) < 0 || load_cluster(ld, root) < 0 ||
+	    load_xmpp(ld, root) < 0)
 		return -1;
 
 	if (cfgu_status(&ld->u, root, 9100, &cfg->status_enabled, &cfg->status) < 0)
@@ -601,18 +799,37 @@ int cfg_load_text(const char *text, const char *source, int flags, struct edge_c
 	return load_from(NULL, text, source, flags, out, err, errlen);
 }
 
+static int check_file(const struct edge_cfg *cfg, const char *name, const char *path,
+                      unsigned line, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		snprintf(err, errlen, "%s:%u: cannot read %s '%s': %s", cfg->source, line, name, path,
+		         strerror(errno));
+		return -1;
+	}
+	fclose(f);
+	return 0;
+}
+
 int cfg_check_files(const struct edge_cfg *cfg, char *err, size_t errlen)
 {
 	const char *const names[] = { "ca_file", "cert_file", "key_file" };
 	const char *const paths[] = { cfg->ca_file, cfg->cert_file, cfg->key_file };
-	for (int i = 0; i < 3; i++) {
-		FILE *f = fopen(paths[i], "r");
-		if (!f) {
-			snprintf(err, errlen, "%s:%u: cannot read %s '%s': %s", cfg->source,
-			         cfg->tls_lines[i], names[i], paths[i], strerror(errno));
+	for (int i = 0; i < 3; i++)
+		if (check_file(cfg, names[i], paths[i], cfg->tls_lines[i], err, errlen) < 0)
 			return -1;
-		}
-		fclose(f);
+	if (!cfg->xmpp)
+		return 0;
+	/* XMPP's own files, when set (the defaults are the tls ones, just checked); the
+	 * tree still knows their lines. */
+	const char *const xnames[] = { "xmpp.cert_file", "xmpp.key_file" };
+	const char *const xpaths[] = { cfg->xmpp->cert_file, cfg->xmpp->key_file };
+	for (int i = 0; i < 2; i++) {
+		const config_setting_t *s = cfg->lc ? config_lookup(cfg->lc, xnames[i]) : NULL;
+		if (s && check_file(cfg, xnames[i], xpaths[i], (unsigned)config_setting_source_line(s),
+		                    err, errlen) < 0)
+			return -1;
 	}
 	return 0;
 }
@@ -630,6 +847,15 @@ void cfg_free(struct edge_cfg *cfg)
 		free(cfg->policies[i].users);
 	free(cfg->policies);
 	clu_settings_free(cfg->cluster);
+	/* The arrays are ours; the strings, the default domains' too, the libconfig tree's. */
+	for (unsigned i = 0; cfg->xmpp && cfg->xmpp->partners && i < cfg->xmpp->npartners; i++)
+		free(cfg->xmpp->partners[i].additional_domains);
+	if (cfg->xmpp) {
+		free(cfg->xmpp->partners);
+		free(cfg->xmpp->domains);
+		free(cfg->xmpp->listen);
+	}
+	free(cfg->xmpp); cfg->xmpp = NULL;
 	free(cfg->internal_listen);
 	free(cfg->external_listen);
 	free(cfg->proxy_from);

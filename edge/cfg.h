@@ -101,6 +101,58 @@ struct cfg_dns {
 	unsigned max_pending;     /* requests waiting for DNS at once; past it, 503 */
 };
 
+/* Lync New-CsXmppAllowedPartner's TlsNegotiation and SaslNegotiation. */
+enum cfg_xmpp_nego {
+	CFG_XMPP_REQUIRED = 0,            /* Required (Lync's default) */
+	CFG_XMPP_OPTIONAL,                /* Optional: used when the partner offers it */
+	CFG_XMPP_NOT_SUPPORTED,           /* NotSupported: never used, never offered */
+};
+
+/* Lync New-CsXmppAllowedPartner's PartnerType. */
+enum cfg_xmpp_partner_type {
+	CFG_XMPP_PUBLIC_UNVERIFIED = 0,   /* PublicUnverified (default): its users reach ours
+	                                   * only once ours subscribed to them first */
+	CFG_XMPP_PUBLIC_VERIFIED,         /* PublicVerified: may start a conversation */
+	CFG_XMPP_FEDERATED,               /* Federated: may start a conversation */
+};
+
+/* Lync New-CsXmppAllowedPartner: an XMPP partner domain. */
+struct cfg_xmpp_partner {
+	const char *domain;                 /* Identity: the partner's XMPP domain */
+	const char **additional_domains;    /* AdditionalDomains: more domains it serves */
+	unsigned nadditional_domains;
+	enum cfg_xmpp_partner_type type;    /* PartnerType */
+	enum cfg_xmpp_nego tls;             /* TlsNegotiation */
+	enum cfg_xmpp_nego sasl;            /* SaslNegotiation (SASL EXTERNAL) */
+	int dialback;                       /* SupportDialbackNegotiation (default true) */
+	int keepalive;                      /* EnableKeepAlive (default true) */
+	unsigned connection_limit;          /* ConnectionLimit: streams at once with it (10) */
+	/* ProxyFqdn: its server, whose certificate must name the domain; fqdn
+	 * NULL: DNS SRV _xmpp-server._tcp.<domain>, else the domain itself. */
+	struct cfg_server server;
+	const char *comment;
+};
+
+/* The XMPP proxy and gateway (the `xmpp` section; absent: no XMPP at all). */
+struct cfg_xmpp {
+	struct cfgu_listen *listen;         /* server-to-server listeners (required; port 5269) */
+	unsigned nlisten;
+	const char **domains;               /* our XMPP domains, each one of node.sip_domains (default:
+	                                     * all of them); the array is ours, the strings the tree's */
+	unsigned ndomains;
+	const char *cert_file;              /* default: tls.cert_file; must name every domain */
+	const char *key_file;               /* default: tls.key_file */
+	/* Server Dialback keys (XEP-0185) are HMACs under this secret. Unset:
+	 * derived from the cluster's first key, so every node of the pool can
+	 * verify another's; in a pool of one, random at each start. */
+	const char *dialback_secret;
+	size_t max_stanza_bytes;            /* max_stanza_kb: a larger stanza ends the stream */
+	unsigned keepalive_s;               /* whitespace keep-alive on idle streams (60) */
+	unsigned idle_timeout_s;            /* an idle outbound stream is closed (600) */
+	struct cfg_xmpp_partner *partners;  /* the top-level xmpp_partners list (needs this section) */
+	unsigned npartners;
+};
+
 struct cfg_next_hop {
 	const char *host;
 	const char *fqdn;         /* name verified on TLS; defaults to host */
@@ -151,6 +203,7 @@ struct edge_cfg {
 	struct cfg_access_policy *policies; /* [0] is the global policy */
 	unsigned npolicies;
 	struct cfg_dns dns;
+	struct cfg_xmpp *xmpp;    /* the `xmpp` section, or NULL: no XMPP federation (owned) */
 
 	struct clu_settings *cluster; /* the `cluster` section, or NULL: a pool of one (owned) */
 	int sync_dialogs;         /* replication = "sync": a 2xx waits until a peer holds the dialog */

@@ -20,6 +20,7 @@
 #include "sip_txn.h"
 #include "thr.h"
 #include "tls.h"
+#include "xmpp_gw.h"
 
 /* RFC 3261 timers for reliable transports (A, D, E, G, I, J, K are 0). */
 #define T1 0.5
@@ -62,6 +63,7 @@ struct proxy {
 	unsigned long long unanswered; /* transactions without a final response yet */
 	ev_timer share_timer;        /* publishes our part of the partners' counts */
 	struct dlg_registry *dialogs; /* in the cluster's store, or our own */
+	struct xmpp_gw *gw;          /* the XMPP gateway, or NULL (no `xmpp` section) */
 	struct sip_txn_table server_txns;
 	struct sip_txn_table client_txns;
 	struct proxy_stats stats;
@@ -89,6 +91,9 @@ struct ptx {
 	size_t last_resp_len;
 	struct sip_msg *held;        /* a 2xx waiting for the pool to hold its dialog */
 	struct clu_confirm *confirm; /* that wait */
+	proxy_origin_fn origin;      /* a request of the edge's own: its answer goes here */
+	void *origin_arg;
+	struct xmpp_gw_pending *gw_pending; /* the XMPP gateway is answering it */
 	ev_timer srv_timer;
 	ev_timer cli_timer;
 	char branch[SIP_TXN_BRANCH_LEN + 1];
@@ -196,6 +201,7 @@ static void ptx_free(struct ptx *t)
 	sip_txn_del(&px->client_txns, &t->cli_link);
 	list_del(&t->out_link);
 	rt_cancel(t->routing);
+	xmpp_gw_cancel(t->gw_pending);
 	dlg_cancel(t->confirm);
 	sip_msg_free(t->held);
 	rt_decision_clear(&t->route);
@@ -258,6 +264,15 @@ static void ptx_respond(struct ptx *t, const struct sip_msg *resp)
 	if (t->srv == SRV_DONE || (t->srv != SRV_PROCEEDING &&
 	    !(t->srv == SRV_ACCEPTED && resp->status / 100 == 2)))
 		return;
+	if (t->origin) {
+		/* The edge's own request: nobody upstream, the final status goes to its maker. */
+		if (resp->status >= 200) {
+			px->unanswered--;
+			ptx_srv_done(t);
+			t->origin(t->origin_arg, resp->status);
+		}
+		return;
+	}
 	size_t size = sip_msg_size(resp);
 	char *wire = malloc(size);
 	if (!wire)
@@ -1079,6 +1094,56 @@ static void ptx_route_done(void *arg, struct rt_decision *d)
 	ptx_routed(t, d);
 }
 
+/* The XMPP gateway's answer to a request it took. */
+static void gw_answered(void *arg, unsigned status, const char *warning)
+{
+	struct ptx *t = arg;
+	t->gw_pending = NULL;
+	if (status >= 300)
+		log_info("rejected %s call-id=%.*s to XMPP: %u %s", sip_method_name(t->req->method),
+		         SPAN(t->req->call_id), status, warning ? warning : "");
+	ptx_reply(t, status, status >= 300 ? warning : NULL);
+	ptx_settle(t);
+}
+
+int proxy_originate(struct proxy *px, struct sip_msg *req, const char *trust,
+                    proxy_origin_fn done, void *arg)
+{
+	struct ptx *t = calloc(1, sizeof(*t));
+	int via = sip_msg_find(req, SIP_HDR_VIA, 0);
+	if (!t || via < 0) {
+		free(t);
+		sip_msg_free(req);
+		return -1;
+	}
+	sip_txn_branch(req, t->branch);
+	sip_msg_remove(req, (unsigned)via);
+	px->stats.transactions++;
+	px->unanswered++;
+	t->px = px;
+	t->req = req;
+	t->in_side = CONN_EXTERNAL; /* it stands for a partner's request */
+	t->origin = done;
+	t->origin_arg = arg;
+	ev_init(&t->srv_timer, ptx_srv_timer_cb);
+	t->srv_timer.data = t;
+	ev_init(&t->cli_timer, ptx_cli_timer_cb);
+	t->cli_timer.data = t;
+	t->fwd = sip_msg_clone(req);
+	if (!t->fwd) {
+		t->origin = NULL;
+		ptx_srv_done(t);
+		ptx_settle(t);
+		return -1;
+	}
+	struct rt_decision d;
+	rt_next_hop(px->router, &d);
+	if (trust)
+		snprintf(d.trust, sizeof(d.trust), "%s", trust);
+	ptx_routed(t, &d);
+	return 0;
+}
+
 /*
  * 16.4 to 16.6: routes the request and sends it on, as the client half of
  * t, or answers why not. The transaction may be freed on return, or wait
@@ -1100,6 +1165,24 @@ static void forward(struct ptx *t, struct conn *c)
 			                                   : "the dialog is another partner's");
 			ptx_settle(t);
 			return;
+		}
+	}
+	if (px->gw && conn_side(c) == CONN_INTERNAL && m->to_tag.len == 0) {
+		unsigned status = 0;
+		char warning[300];
+		switch (xmpp_gw_sip_request(px->gw, m, gw_answered, t, &t->gw_pending, &status,
+		                            warning, sizeof(warning))) {
+		case XMPP_GW_PENDING:
+			return;
+		case XMPP_GW_ANSWERED:
+			if (status >= 300)
+				log_info("rejected %s call-id=%.*s to XMPP: %u %s", sip_method_name(m->method),
+				         SPAN(m->call_id), status, warning);
+			ptx_reply(t, status, status >= 300 ? warning : NULL);
+			ptx_settle(t);
+			return;
+		case XMPP_GW_NOT_MINE:
+			break;
 		}
 	}
 	if (px->draining && creates_dialog(m)) {
@@ -1448,6 +1531,8 @@ int proxy_check(const struct edge_cfg *cfg, char *err, size_t errlen)
 	int rc = s && c ? 0 : -1;
 	tls_ctx_free(s);
 	tls_ctx_free(c);
+	if (rc == 0 && xmpp_gw_check(cfg, err, errlen) < 0)
+		rc = -1;
 	return rc;
 }
 
@@ -1524,6 +1609,11 @@ struct proxy *proxy_new(struct ev_loop *loop, const struct edge_cfg *cfg, struct
 		px->share_timer.data = px;
 		ev_timer_start(loop, &px->share_timer);
 	}
+	if (cfg->xmpp) {
+		px->gw = xmpp_gw_new(loop, cfg, px, px->dns, cluster, err, errlen);
+		if (!px->gw)
+			goto fail;
+	}
 	if (listen_all(px, cfg->internal_listen, cfg->ninternal_listen, CONN_INTERNAL,
 	               &px->lim_internal, err, errlen) < 0 ||
 	    listen_all(px, cfg->external_listen, cfg->nexternal_listen, CONN_EXTERNAL,
@@ -1563,6 +1653,8 @@ void proxy_free(struct proxy *px)
 	sip_txn_table_free(&px->client_txns);
 	while (!list_empty(&px->stateless))
 		stateless_free(list_entry(px->stateless.next, struct stateless_fwd, link));
+	/* Last of the edge's users: the transactions above may still answer it. */
+	xmpp_gw_free(px->gw);
 	rt_free(px->router);
 	thr_free(px->thr);
 	dlg_free(px->dialogs);
@@ -1645,7 +1737,12 @@ size_t proxy_status_json(const struct proxy *px, char *buf, size_t len)
 		           mon[i].domain, mon[i].in, mon[i].out);
 		sep = ", ";
 	}
-	status_add(buf, len, &at, "}, \"cluster\": ");
+	status_add(buf, len, &at, "}, \"xmpp\": ");
+	if (px->gw && at + 1 < len)
+		at += xmpp_gw_status_json(px->gw, buf + at, len - at);
+	else
+		status_add(buf, len, &at, "null");
+	status_add(buf, len, &at, ", \"cluster\": ");
 	if (px->cluster && at + 1 < len)
 		at += clu_node_status_json(px->cluster, buf + at, len - at);
 	else

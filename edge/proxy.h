@@ -22,6 +22,7 @@
 #include <stddef.h>
 
 #include "cfg.h"
+#include "sip_msg.h"
 
 struct proxy;
 
@@ -56,6 +57,21 @@ void proxy_free(struct proxy *px);
 void proxy_drain(struct proxy *px);
 int proxy_busy(const struct proxy *px);
 void proxy_get_stats(const struct proxy *px, struct proxy_stats *out);
+
+/* The final status of a request the edge sent itself (proxy_originate()). */
+typedef void (*proxy_origin_fn)(void *arg, unsigned status);
+
+/*
+ * Sends req, a request the edge makes itself (the XMPP gateway's), to the
+ * internal next hop, with trust as its ms-edge-proxy-message-trust value
+ * (NULL: none). Takes over req, which carries one Via to be replaced by
+ * ours. done(arg, status) comes once with the final status: the next
+ * hop's, or the edge's own 408, 500 or 504; it may come before this call
+ * returns (the next hop cannot be reached), and during proxy_free().
+ * Returns 0, or -1 when out of memory (req freed, done not called).
+ */
+int proxy_originate(struct proxy *px, struct sip_msg *req, const char *trust,
+                    proxy_origin_fn done, void *arg);
 
 /* Writes the proxy's state as one JSON object; returns its length. */
 size_t proxy_status_json(const struct proxy *px, char *buf, size_t len);

@@ -134,6 +134,12 @@ static void to_next_hop(struct router *r, struct rt_decision *d)
 		reject(d, 500, "out of memory");
 }
 
+void rt_next_hop(struct router *r, struct rt_decision *d)
+{
+	memset(d, 0, sizeof(*d));
+	to_next_hop(r, d);
+}
+
 /* ---- pending decisions ---- */
 
 /* A pending decision, or NULL with out a rejection (too many, or no memory). */

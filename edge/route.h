@@ -101,6 +101,9 @@ struct router *rt_new(struct ev_loop *loop, const struct edge_cfg *cfg, struct t
 /* Frees the router; pending decisions are dropped without their callbacks. */
 void rt_free(struct router *r);
 
+/* A forward decision to the internal next hop, into d (for requests the edge makes itself). */
+void rt_next_hop(struct router *r, struct rt_decision *d);
+
 /*
  * Decides where req goes. Returns 0 with *out filled (the caller owns it)
  * when it could decide at once. Returns 1 when it needs DNS: done(arg, d)

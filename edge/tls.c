@@ -13,12 +13,14 @@
 struct tls_ctx {
 	SSL_CTX *ssl_ctx;
 	enum tls_role role;
+	int optional;             /* tls_ctx_new_optional(): unverified peers get through */
 };
 
 struct tls_xprt {
 	struct xprt base;
 	SSL *ssl;
 	int tcp_connected;        /* the client's connect() has finished */
+	int optional;             /* from tls_ctx_new_optional() */
 	char **peer_names;        /* set once the handshake is done */
 	unsigned npeer_names;
 };
@@ -33,8 +35,15 @@ static void openssl_error(char *err, size_t errlen, const char *what)
 	snprintf(err, errlen, "%s: %s", what, buf);
 }
 
-struct tls_ctx *tls_ctx_new(enum tls_role role, const char *ca_file, const char *cert_file,
-                            const char *key_file, char *err, size_t errlen)
+/* The optional mode's verification: the result is kept, the handshake goes on. */
+static int accept_any_peer(int preverify_ok, X509_STORE_CTX *store)
+{
+	return 1;
+}
+
+static struct tls_ctx *ctx_new(enum tls_role role, int optional, const char *ca_file,
+                               const char *cert_file, const char *key_file, char *err,
+                               size_t errlen)
 {
 	struct tls_ctx *ctx = calloc(1, sizeof(*ctx));
 	if (!ctx) {
@@ -42,6 +51,7 @@ struct tls_ctx *tls_ctx_new(enum tls_role role, const char *ca_file, const char 
 		return NULL;
 	}
 	ctx->role = role;
+	ctx->optional = optional;
 	ctx->ssl_ctx = SSL_CTX_new(role == TLS_SERVER ? TLS_server_method() : TLS_client_method());
 	if (!ctx->ssl_ctx) {
 		openssl_error(err, errlen, "SSL_CTX_new");
@@ -76,7 +86,15 @@ struct tls_ctx *tls_ctx_new(enum tls_role role, const char *ca_file, const char 
 		         "extended key usage, to serve and to connect to partners", cert_file);
 		goto fail;
 	}
-	if (role == TLS_SERVER) {
+	if (optional) {
+		SSL_CTX_set_verify(s, SSL_VERIFY_PEER, accept_any_peer);
+		SSL_CTX_set_purpose(s, role == TLS_SERVER ? X509_PURPOSE_SSL_CLIENT
+		                                          : X509_PURPOSE_SSL_SERVER);
+		if (role == TLS_SERVER) {
+			SSL_CTX_set_client_CA_list(s, SSL_load_client_CA_file(ca_file));
+			SSL_CTX_set_session_id_context(s, (const unsigned char *)"edgepool-xmpp", 13);
+		}
+	} else if (role == TLS_SERVER) {
 		SSL_CTX_set_verify(s, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
 		SSL_CTX_set_purpose(s, X509_PURPOSE_SSL_CLIENT);
 		SSL_CTX_set_client_CA_list(s, SSL_load_client_CA_file(ca_file));
@@ -92,6 +110,19 @@ fail:
 	return NULL;
 }
 
+struct tls_ctx *tls_ctx_new(enum tls_role role, const char *ca_file, const char *cert_file,
+                            const char *key_file, char *err, size_t errlen)
+{
+	return ctx_new(role, 0, ca_file, cert_file, key_file, err, errlen);
+}
+
+struct tls_ctx *tls_ctx_new_optional(enum tls_role role, const char *ca_file,
+                                     const char *cert_file, const char *key_file,
+                                     char *err, size_t errlen)
+{
+	return ctx_new(role, 1, ca_file, cert_file, key_file, err, errlen);
+}
+
 void tls_ctx_free(struct tls_ctx *ctx)
 {
 	if (!ctx)
@@ -105,7 +136,7 @@ static int tls_failed(struct tls_xprt *t, int ssl_err, const char *what)
 {
 	struct xprt *x = &t->base;
 	long vr = SSL_get_verify_result(t->ssl);
-	if (vr != X509_V_OK) {
+	if (vr != X509_V_OK && !t->optional) {
 		snprintf(x->error, sizeof(x->error), "%s: certificate verification failed: %s",
 		         what, X509_verify_cert_error_string(vr));
 		ERR_clear_error();
@@ -191,11 +222,20 @@ static int tls_handshake(struct xprt *x)
 		rc = tls_status(t, rc, "TLS handshake");
 		return rc == XPRT_CLOSED ? tls_failed(t, SSL_ERROR_SYSCALL, "TLS handshake") : rc;
 	}
-	if (collect_peer_names(t) < 0) {
+	if (tls_xprt_verify_error(x) == NULL && collect_peer_names(t) < 0) {
 		snprintf(x->error, sizeof(x->error), "out of memory");
 		return XPRT_FAILED;
 	}
 	return 0;
+}
+
+const char *tls_xprt_verify_error(struct xprt *x)
+{
+	struct tls_xprt *t = (struct tls_xprt *)x;
+	if (!SSL_get0_peer_certificate(t->ssl))
+		return "no certificate";
+	long vr = SSL_get_verify_result(t->ssl);
+	return vr == X509_V_OK ? NULL : X509_verify_cert_error_string(vr);
 }
 
 static ssize_t tls_recv(struct xprt *x, void *buf, size_t len)
@@ -269,6 +309,7 @@ struct xprt *tls_xprt_new(struct tls_ctx *ctx, int fd, const char *expected_name
 	}
 	t->base.ops = &tls_ops;
 	t->base.fd = fd;
+	t->optional = ctx->optional;
 	t->ssl = SSL_new(ctx->ssl_ctx);
 	if (!t->ssl || SSL_set_fd(t->ssl, fd) != 1)
 		goto fail;

@@ -22,6 +22,18 @@ enum tls_role { TLS_SERVER, TLS_CLIENT };
 /* Returns a new context (free with tls_ctx_free()) or NULL with err set. */
 struct tls_ctx *tls_ctx_new(enum tls_role role, const char *ca_file, const char *cert_file,
                             const char *key_file, char *err, size_t errlen);
+
+/*
+ * As tls_ctx_new(), for XMPP server-to-server streams, where a peer
+ * without a good certificate may still authenticate by Server Dialback
+ * (XEP-0220) over an encrypted stream: the handshake succeeds whatever the
+ * peer's certificate (a server asks for one, requires none), and
+ * tls_xprt_verify_error() says afterwards whether it verified. Peer names
+ * are reported only for a verified certificate.
+ */
+struct tls_ctx *tls_ctx_new_optional(enum tls_role role, const char *ca_file,
+                                     const char *cert_file, const char *key_file,
+                                     char *err, size_t errlen);
 void tls_ctx_free(struct tls_ctx *ctx);
 
 /*
@@ -31,5 +43,12 @@ void tls_ctx_free(struct tls_ctx *ctx);
  * NULL for the server role. The context must outlive the transport.
  */
 struct xprt *tls_xprt_new(struct tls_ctx *ctx, int fd, const char *expected_name);
+
+/*
+ * After the handshake of a transport from tls_xprt_new(): NULL when the
+ * peer's certificate chained to ca_file (and, for a client, named the
+ * expected name), else why not ("no certificate", "hostname mismatch", ...).
+ */
+const char *tls_xprt_verify_error(struct xprt *x);
 
 #endif

@@ -1010,7 +1010,7 @@ static void setup(struct xmpp_xml_parser *p)
 	 * second guard against expansion bombs. */
 	XML_SetBillionLaughsAttackProtectionMaximumAmplification(xp, 4.0f);
 	XML_SetBillionLaughsAttackProtectionActivationThreshold(xp, 65536);
-#if XML_MAJOR_VERSION > 2 || (XML_MAJOR_VERSION == 2 && XML_MINOR_VERSION >= 6)
+#ifdef HAVE_EXPAT_REPARSE_DEFERRAL
 	/* Deferred reparsing would hold back complete elements, and the byte
 	 * budget of feed counts on every complete element being reported. */
 	XML_SetReparseDeferralEnabled(xp, XML_FALSE);

@@ -49,6 +49,12 @@ struct xprt {
 struct xprt *xprt_tcp_new(int fd);
 
 /*
+ * Frees a TCP transport without closing its socket, and returns the
+ * socket: for STARTTLS, where TLS takes over the same connection.
+ */
+int xprt_tcp_release(struct xprt *x);
+
+/*
  * Whether a non-blocking connect() on fd has finished: 0 when connected,
  * XPRT_WANT_WRITE while in progress, XPRT_FAILED with the reason in err.
  */

@@ -85,6 +85,13 @@ static const struct xprt_ops tcp_ops = {
 	.destroy = tcp_destroy,
 };
 
+int xprt_tcp_release(struct xprt *x)
+{
+	int fd = x->fd;
+	free(x);
+	return fd;
+}
+
 struct xprt *xprt_tcp_new(int fd)
 {
 	struct xprt *x = calloc(1, sizeof(*x));

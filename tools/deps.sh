@@ -5,7 +5,7 @@ set -eu
 
 BUILD_PKGS="gcc make pkg-config libssl-dev libev-dev libconfig-dev libc-ares-dev protobuf-c-compiler libprotobuf-c-dev libldns-dev libexpat1-dev"
 RUN_PKGS="openssl sip-tester keepalived"
-TEST_PKGS="libcmocka-dev python3-pytest python3-cryptography clang libclang-rt-14-dev kamailio kamailio-tls-modules valgrind iproute2 procps bind9 bind9-dnsutils serf iptables haproxy nginx-light wrk"
+TEST_PKGS="libcmocka-dev python3-pytest python3-cryptography clang libclang-rt-14-dev kamailio kamailio-tls-modules valgrind iproute2 procps bind9 bind9-dnsutils serf iptables haproxy nginx-light wrk prosody lua-unbound python3-slixmpp"
 
 missing=""
 for p in $BUILD_PKGS $RUN_PKGS $TEST_PKGS; do

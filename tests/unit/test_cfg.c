@@ -24,6 +24,9 @@
 	"  next_hop = { host = \"127.0.0.1\"; port = 5070; transport = \"tcp\"; };\n" \
 	"};\n"
 #define EXTERNAL "external = {\n  listen = ( { address = \"127.0.0.1\"; port = 5061; } );\n};\n"
+#define XMPP "xmpp = {\n  listen = ( { address = \"127.0.0.1\"; port = 5269; } );\n};\n"
+/* A valid configuration with XMPP; a test appends its xmpp_partners. */
+#define BASE_XMPP NODE TLS INTERNAL EXTERNAL XMPP
 
 struct tmpconf {
 	char path[64];
@@ -159,6 +162,7 @@ static void assert_shipped_values(const struct edge_cfg *cfg)
 	assert_int_equal(cfg->connect_timeout_ms, 5000);
 	assert_int_equal(cfg->keepalive_s, 1200);
 	assert_int_equal(cfg->whitespace_keepalive, 1);
+	assert_null(cfg->xmpp); /* documented, commented out */
 }
 
 static void test_default(void **state)
@@ -242,6 +246,7 @@ static void test_defaults_when_absent(void **state)
 	assert_int_equal(cfg->keepalive_s, 1200);
 	assert_int_equal(cfg->drain_timeout_s, 30);
 	assert_int_equal(cfg->whitespace_keepalive, 1);
+	assert_null(cfg->xmpp); /* no XMPP at all */
 	cfg_free(cfg);
 }
 
@@ -532,6 +537,346 @@ static void test_err_limits(void **state)
 	           "max_keep_alive_interval_s", "max_keep_alive_interval_s");
 }
 
+/* The xmpp section with nothing but its listener: every default. */
+static void test_xmpp_defaults(void **state)
+{
+	struct edge_cfg *cfg = load_ok(
+		"node = {\n  pool_fqdn = \"sip.contoso.test\";\n"
+		"  sip_domains = [ \"contoso.test\", \"eu.contoso.test\" ];\n};\n"
+		TLS INTERNAL EXTERNAL XMPP);
+	const struct cfg_xmpp *x = cfg->xmpp;
+
+	assert_non_null(x);
+	assert_int_equal(x->nlisten, 1);
+	assert_string_equal(x->listen[0].address, "127.0.0.1");
+	assert_int_equal(x->listen[0].port, 5269);
+	assert_int_equal(x->listen[0].tls, 0); /* STARTTLS, inside the stream */
+	assert_int_equal(x->listen[0].proxy_protocol, 0);
+	assert_addr(&x->listen[0].addr, "127.0.0.1", 5269);
+	/* Our SIP domains, in an array of its own (cfg_free frees both). */
+	assert_int_equal(x->ndomains, 2);
+	assert_ptr_not_equal(x->domains, cfg->sip_domains);
+	assert_string_equal(x->domains[0], "contoso.test");
+	assert_string_equal(x->domains[1], "eu.contoso.test");
+	assert_string_equal(x->cert_file, "edge.pem");
+	assert_string_equal(x->key_file, "edge.key");
+	assert_null(x->dialback_secret);
+	assert_int_equal(x->max_stanza_bytes, 64 * 1024);
+	assert_int_equal(x->keepalive_s, 60);
+	assert_int_equal(x->idle_timeout_s, 600);
+	assert_int_equal(x->npartners, 0);
+	cfg_free(cfg);
+}
+
+static void test_xmpp_values_read(void **state)
+{
+	struct edge_cfg *cfg = load_ok(
+		"node = {\n  pool_fqdn = \"sip.contoso.test\";\n"
+		"  sip_domains = [ \"contoso.test\", \"eu.contoso.test\", \"us.contoso.test\" ];\n};\n"
+		TLS INTERNAL EXTERNAL
+		"allowed_domains = ( { domain = \"fabrikam.test\"; } );\n"
+		"xmpp = {\n"
+		"  listen = ( { address = \"127.0.0.1\"; port = 5269; }, { address = \"::1\"; port = 5270; } );\n"
+		"  domains = [ \"EU.contoso.test\", \"contoso.test\" ];\n"
+		"  cert_file = \"xmpp.pem\"; key_file = \"xmpp.key\";\n"
+		"  dialback_secret = \"0123456789abcdef\";\n"
+		"  max_stanza_kb = 10240; keepalive_s = 0; idle_timeout_s = 86400;\n"
+		"};\n"
+		"xmpp_partners = (\n"
+		"  { domain = \"jabber.test\"; additional_domains = [ \"conference.jabber.test\", \"j.test\" ];\n"
+		"    partner_type = \"Federated\"; tls_negotiation = \"Optional\";\n"
+		"    sasl_negotiation = \"NotSupported\"; support_dialback = true;\n"
+		"    enable_keepalive = false; connection_limit = 1000;\n"
+		"    proxy_fqdn = \"xmpp.jabber.test\"; address = \"127.0.0.4\"; port = 5299;\n"
+		"    comment = \"Prosody\"; },\n"
+		"  { domain = \"chat.test\"; partner_type = \"publicverified\"; tls_negotiation = \"REQUIRED\";\n"
+		"    sasl_negotiation = \"optional\"; support_dialback = false; connection_limit = 1;\n"
+		"    proxy_fqdn = \"xmpp.chat.test\"; },\n"
+		"  { domain = \"im.test\"; additional_domains = [ ]; }\n"
+		");\n");
+	const struct cfg_xmpp *x = cfg->xmpp;
+
+	assert_non_null(x);
+	assert_int_equal(x->nlisten, 2);
+	assert_int_equal(x->listen[1].addr.sa.ss_family, AF_INET6);
+	assert_int_equal(x->listen[1].port, 5270);
+	assert_int_equal(x->ndomains, 2);
+	assert_string_equal(x->domains[0], "EU.contoso.test");
+	assert_string_equal(x->domains[1], "contoso.test");
+	assert_string_equal(x->cert_file, "xmpp.pem");
+	assert_string_equal(x->key_file, "xmpp.key");
+	assert_string_equal(x->dialback_secret, "0123456789abcdef");
+	assert_int_equal(x->max_stanza_bytes, 10240 * 1024);
+	assert_int_equal(x->keepalive_s, 0);
+	assert_int_equal(x->idle_timeout_s, 86400);
+	assert_int_equal(x->npartners, 3);
+
+	const struct cfg_xmpp_partner *p = &x->partners[0];
+	assert_string_equal(p->domain, "jabber.test");
+	assert_int_equal(p->nadditional_domains, 2);
+	assert_string_equal(p->additional_domains[0], "conference.jabber.test");
+	assert_string_equal(p->additional_domains[1], "j.test");
+	assert_null(p->additional_domains[2]);
+	assert_int_equal(p->type, CFG_XMPP_FEDERATED);
+	assert_int_equal(p->tls, CFG_XMPP_OPTIONAL);
+	assert_int_equal(p->sasl, CFG_XMPP_NOT_SUPPORTED);
+	assert_int_equal(p->dialback, 1);
+	assert_int_equal(p->keepalive, 0);
+	assert_int_equal(p->connection_limit, 1000);
+	assert_string_equal(p->server.fqdn, "xmpp.jabber.test");
+	assert_string_equal(p->server.address, "127.0.0.4");
+	assert_int_equal(p->server.port, 5299);
+	assert_addr(&p->server.addr, "127.0.0.4", 5299);
+	assert_string_equal(p->comment, "Prosody");
+
+	/* Names compared case-insensitively, as Lync's cmdlets do. */
+	p = &x->partners[1];
+	assert_string_equal(p->domain, "chat.test");
+	assert_int_equal(p->nadditional_domains, 0);
+	assert_int_equal(p->type, CFG_XMPP_PUBLIC_VERIFIED);
+	assert_int_equal(p->tls, CFG_XMPP_REQUIRED);
+	assert_int_equal(p->sasl, CFG_XMPP_OPTIONAL);
+	assert_int_equal(p->dialback, 0);
+	assert_int_equal(p->connection_limit, 1);
+	/* A server name without an address: found by DNS when used, on 5269. */
+	assert_string_equal(p->server.fqdn, "xmpp.chat.test");
+	assert_string_equal(p->server.address, "");
+	assert_int_equal(p->server.port, 5269);
+
+	/* Lync's defaults. */
+	p = &x->partners[2];
+	assert_string_equal(p->domain, "im.test");
+	assert_int_equal(p->nadditional_domains, 0);
+	assert_int_equal(p->type, CFG_XMPP_PUBLIC_UNVERIFIED);
+	assert_int_equal(p->tls, CFG_XMPP_REQUIRED);
+	assert_int_equal(p->sasl, CFG_XMPP_REQUIRED);
+	assert_int_equal(p->dialback, 1);
+	assert_int_equal(p->keepalive, 1);
+	assert_int_equal(p->connection_limit, 10);
+	assert_null(p->server.fqdn);
+	assert_string_equal(p->server.address, "");
+	assert_int_equal(p->server.port, 5269);
+	assert_string_equal(p->comment, "");
+	cfg_free(cfg);
+}
+
+static void test_err_xmpp_section(void **state)
+{
+	load_fails(NODE TLS INTERNAL EXTERNAL "\nxmpp_partners = (\n  { domain = \"jabber.test\"; }\n);\n",
+	           "xmpp_partners", "needs the 'xmpp' section");
+	load_fails(NODE TLS INTERNAL EXTERNAL "xmpp_partners = ( );\n", "xmpp_partners", "'xmpp' section");
+	load_fails(NODE TLS INTERNAL EXTERNAL "xmpp = {\n  max_stanza_kb = 64;\n};\n", "xmpp = {",
+	           "'listen' must be a non-empty list");
+	load_fails(NODE TLS INTERNAL EXTERNAL "xmpp = {\n  listen = ( );\n};\n", "listen = ( )",
+	           "non-empty list");
+	load_fails(NODE TLS INTERNAL EXTERNAL
+	           "xmpp = {\n  listen = ( { address = \"127.0.0.1\";\n    port = 5269; transport = \"tls\"; } );\n};\n",
+	           "port = 5269; transport", "unknown setting 'transport'");
+	load_fails(NODE TLS INTERNAL EXTERNAL
+	           "xmpp = {\n  listen = ( { address = \"127.0.0.1\"; port = 5269; } );\n  dialback = true;\n};\n",
+	           "dialback = true", "unknown setting 'dialback'");
+	load_fails(NODE TLS INTERNAL EXTERNAL "xmpp = [ 5269 ];\n", "xmpp = [", "must be a group");
+}
+
+static void test_err_xmpp_domains(void **state)
+{
+	/* The line of the element at fault. */
+	load_fails(NODE TLS INTERNAL EXTERNAL
+	           "xmpp = {\n  listen = ( { address = \"127.0.0.1\"; port = 5269; } );\n"
+	           "  domains = [ \"contoso.test\",\n                \"jabber.contoso.test\" ];\n};\n",
+	           "\"jabber.contoso.test\"", "not one of node.sip_domains");
+	load_fails(NODE TLS INTERNAL EXTERNAL
+	           "xmpp = {\n  listen = ( { address = \"127.0.0.1\"; port = 5269; } );\n"
+	           "  domains = [ \"contoso..test\" ];\n};\n",
+	           "contoso..test", "not a valid domain");
+	load_fails(NODE TLS INTERNAL EXTERNAL
+	           "xmpp = {\n  listen = ( { address = \"127.0.0.1\"; port = 5269; } );\n"
+	           "  domains = [ \"contoso.test\",\n    \"CONTOSO.test\" ];\n};\n",
+	           "CONTOSO.test", "listed twice");
+	load_fails(NODE TLS INTERNAL EXTERNAL
+	           "xmpp = {\n  listen = ( { address = \"127.0.0.1\"; port = 5269; } );\n"
+	           "  domains = [ ];\n};\n",
+	           "domains = [ ]", "must not be empty");
+}
+
+static void test_err_xmpp_values(void **state)
+{
+	static const struct {
+		const char *setting, *mention;
+	} bad[] = {
+		{ "dialback_secret = \"0123456789abcde\";", "at least 16 characters" },
+		{ "dialback_secret = \"\";", "must not be empty" },
+		{ "max_stanza_kb = 0;", "out of range 1-10240" },
+		{ "max_stanza_kb = 10241;", "out of range 1-10240" },
+		{ "keepalive_s = 3601;", "out of range 0-3600" },
+		{ "idle_timeout_s = 86401;", "out of range 0-86400" },
+		{ "idle_timeout_s = -1;", "out of range 0-86400" },
+		{ "cert_file = 5;", "must be a string" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char text[1024];
+		snprintf(text, sizeof(text), "%s%s%s%s"
+		         "xmpp = {\n  listen = ( { address = \"127.0.0.1\"; port = 5269; } );\n  %s\n};\n",
+		         NODE, TLS, INTERNAL, EXTERNAL, bad[i].setting);
+		load_fails(text, bad[i].setting, bad[i].mention);
+	}
+}
+
+static void test_err_xmpp_partner_values(void **state)
+{
+	load_fails(BASE_XMPP "xmpp_partners = (\n  { comment = \"no domain\"; }\n);\n",
+	           "no domain", "'domain' is required");
+	load_fails(BASE_XMPP "xmpp_partners = (\n  { domain = \"jabber\"; }\n);\n",
+	           "\"jabber\"", "not a valid domain");
+	load_fails(BASE_XMPP "xmpp_partners = (\n  { domain = \"jabber.test\";\n"
+	           "    additional_domains = [ \"a.test\",\n      \"-b.test\" ]; }\n);\n",
+	           "-b.test", "not a valid domain");
+	load_fails(BASE_XMPP "xmpp_partners = (\n  { domain = \"jabber.test\";\n"
+	           "    partner_type = \"Trusted\"; }\n);\n",
+	           "Trusted", "(PublicUnverified, PublicVerified or Federated)");
+	load_fails(BASE_XMPP "xmpp_partners = (\n  { domain = \"jabber.test\";\n"
+	           "    tls_negotiation = \"Sometimes\"; }\n);\n",
+	           "Sometimes", "(Required, Optional or NotSupported)");
+	load_fails(BASE_XMPP "xmpp_partners = (\n  { domain = \"jabber.test\";\n"
+	           "    sasl_negotiation = \"Never\"; }\n);\n",
+	           "Never", "unknown sasl_negotiation");
+	load_fails(BASE_XMPP "xmpp_partners = (\n  { domain = \"jabber.test\";\n"
+	           "    support_dialback = \"yes\"; }\n);\n",
+	           "\"yes\"", "true or false");
+	load_fails(BASE_XMPP "xmpp_partners = (\n  { domain = \"jabber.test\";\n"
+	           "    connection_limit = 0; }\n);\n",
+	           "connection_limit", "out of range 1-1000");
+	load_fails(BASE_XMPP "xmpp_partners = (\n  { domain = \"jabber.test\";\n"
+	           "    connection_limit = 1001; }\n);\n",
+	           "connection_limit", "out of range 1-1000");
+	load_fails(BASE_XMPP "xmpp_partners = (\n  { domain = \"jabber.test\";\n"
+	           "    enable_keep_alive = true; }\n);\n",
+	           "enable_keep_alive", "unknown setting");
+	load_fails(BASE_XMPP "xmpp_partners = (\n  { domain = \"jabber.test\"; address = \"127.0.0.4\"; }\n);\n",
+	           "jabber.test", "need 'proxy_fqdn'");
+	load_fails(BASE_XMPP "xmpp_partners = (\n  { domain = \"jabber.test\";\n"
+	           "    proxy_fqdn = \"sip.contoso.test\"; }\n);\n",
+	           "proxy_fqdn", "our own pool_fqdn");
+	load_fails(BASE_XMPP "xmpp_partners = (\n  { domain = \"jabber.test\"; proxy_fqdn = \"x.jabber.test\";\n"
+	           "    address = \"xmpp.jabber.test\"; }\n);\n",
+	           "address = \"xmpp.jabber.test\"", "not a numeric");
+	load_fails(BASE_XMPP "xmpp_partners = { domain = \"jabber.test\"; };\n",
+	           "xmpp_partners", "must be a list");
+}
+
+static void test_err_xmpp_partner_twice(void **state)
+{
+	load_fails(BASE_XMPP "xmpp_partners = (\n  { domain = \"jabber.test\"; },\n"
+	           "  { domain = \"Jabber.Test\"; }\n);\n",
+	           "Jabber.Test", "listed twice");
+	/* An additional domain is a domain like the others, in either order. */
+	load_fails(BASE_XMPP "xmpp_partners = (\n  { domain = \"jabber.test\";\n"
+	           "    additional_domains = [ \"muc.jabber.test\" ]; },\n"
+	           "  { domain = \"muc.jabber.test\"; }\n);\n",
+	           "{ domain = \"muc.jabber.test\"", "first for partner 'jabber.test'");
+	load_fails(BASE_XMPP "xmpp_partners = (\n  { domain = \"jabber.test\"; },\n"
+	           "  { domain = \"chat.test\";\n    additional_domains = [ \"jabber.test\" ]; }\n);\n",
+	           "[ \"jabber.test\" ]", "listed twice");
+	load_fails(BASE_XMPP "xmpp_partners = (\n  { domain = \"jabber.test\";\n"
+	           "    additional_domains = [ \"muc.jabber.test\",\n      \"MUC.jabber.test\" ]; }\n);\n",
+	           "MUC.jabber.test", "listed twice");
+	load_fails(BASE_XMPP "xmpp_partners = (\n  { domain = \"jabber.test\";\n"
+	           "    additional_domains = [ \"jabber.test\" ]; }\n);\n",
+	           "[ \"jabber.test\" ]", "listed twice");
+}
+
+/* Every domain has one meaning: XMPP partners are not ours, nor SIP partners, blocked or providers'. */
+static void test_err_xmpp_partner_claimed(void **state)
+{
+	load_fails(BASE_XMPP "xmpp_partners = (\n  { domain = \"contoso.test\"; }\n);\n",
+	           "\"contoso.test\"; }", "also one of node.sip_domains");
+	load_fails(NODE TLS INTERNAL EXTERNAL
+	           "allowed_domains = ( { domain = \"fabrikam.test\"; } );\n" XMPP
+	           "xmpp_partners = (\n  { domain = \"jabber.test\";\n"
+	           "    additional_domains = [ \"fabrikam.test\" ]; }\n);\n",
+	           "additional_domains", "also an allowed domain");
+	load_fails(NODE TLS INTERNAL EXTERNAL
+	           "blocked_domains = ( { domain = \"spam.test\"; } );\n" XMPP
+	           "xmpp_partners = (\n  { comment = \"x\";\n    domain = \"spam.test\"; }\n);\n",
+	           "    domain = \"spam.test\"", "also a blocked domain");
+	load_fails(NODE TLS INTERNAL EXTERNAL
+	           "public_providers = ( { identity = \"P\"; proxy_fqdn = \"fed.p.test\";\n"
+	           "                       domains = [ \"p.test\" ]; } );\n" XMPP
+	           "xmpp_partners = (\n  { comment = \"x\";\n    domain = \"P.test\"; }\n);\n",
+	           "\"P.test\"", "also a provider's domain");
+}
+
+/* A partner that nothing could authenticate: the line of the setting that makes it so. */
+static void test_err_xmpp_partner_unauthenticated(void **state)
+{
+	load_fails(BASE_XMPP "xmpp_partners = (\n  { domain = \"jabber.test\";\n"
+	           "    tls_negotiation = \"NotSupported\"; }\n);\n",
+	           "tls_negotiation", "needs TLS");
+	load_fails(BASE_XMPP "xmpp_partners = (\n  { domain = \"jabber.test\"; sasl_negotiation = \"Required\";\n"
+	           "    tls_negotiation = \"notsupported\"; }\n);\n",
+	           "tls_negotiation", "needs TLS");
+	load_fails(BASE_XMPP "xmpp_partners = (\n  { domain = \"jabber.test\"; sasl_negotiation = \"NotSupported\";\n"
+	           "    support_dialback = false; }\n);\n",
+	           "support_dialback", "nothing would authenticate");
+	load_fails(BASE_XMPP "xmpp_partners = (\n  { domain = \"jabber.test\"; tls_negotiation = \"NotSupported\";\n"
+	           "    sasl_negotiation = \"Optional\";\n    support_dialback = false; }\n);\n",
+	           "support_dialback", "nothing would authenticate");
+	/* Each alone is fine: dialback without TLS, SASL without dialback. */
+	cfg_free(load_ok(BASE_XMPP "xmpp_partners = (\n"
+	                 "  { domain = \"a.test\"; tls_negotiation = \"NotSupported\"; sasl_negotiation = \"NotSupported\"; },\n"
+	                 "  { domain = \"b.test\"; support_dialback = false; }\n);\n"));
+}
+
+/* A temporary file that exists (for cfg_check_files), named into path. */
+static void make_file(char *path)
+{
+	strcpy(path, "/tmp/test_cfg_file_XXXXXX");
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	close(fd);
+}
+
+static void test_xmpp_check_files(void **state)
+{
+	char ca[32], cert[32], key[32], xcert[32], text[2048], err[512] = "", want[128];
+	struct tmpconf t;
+	struct edge_cfg *cfg = NULL;
+
+	make_file(ca);
+	make_file(cert);
+	make_file(key);
+	make_file(xcert);
+	/* The defaults are the tls files. */
+	snprintf(text, sizeof(text), NODE "tls = { ca_file = \"%s\"; cert_file = \"%s\"; key_file = \"%s\"; };\n"
+	         INTERNAL EXTERNAL XMPP, ca, cert, key);
+	cfg = load_ok(text);
+	assert_string_equal(cfg->xmpp->cert_file, cert);
+	assert_int_equal(cfg_check_files(cfg, err, sizeof(err)), 0);
+	cfg_free(cfg);
+
+	snprintf(text, sizeof(text), NODE "tls = { ca_file = \"%s\"; cert_file = \"%s\"; key_file = \"%s\"; };\n"
+	         INTERNAL EXTERNAL "xmpp = {\n  listen = ( { address = \"127.0.0.1\"; port = 5269; } );\n"
+	         "  cert_file = \"%s\";\n  key_file = \"/nonexistent/xmpp.key\";\n};\n", ca, cert, key, xcert);
+	write_conf(&t, text);
+	cfg = NULL;
+	if (cfg_load(t.path, &cfg, err, sizeof(err)) != 0)
+		fail_msg("cfg_load: %s", err);
+	assert_int_equal(cfg_check_files(cfg, err, sizeof(err)), -1);
+	snprintf(want, sizeof(want), "%s:%u: cannot read xmpp.key_file '/nonexistent/xmpp.key'", t.path,
+	         line_of(text, "/nonexistent/xmpp.key"));
+	if (strncmp(err, want, strlen(want)) != 0)
+		fail_msg("error \"%s\" does not start with \"%s\"", err, want);
+	cfg_free(cfg);
+	unlink(t.path);
+
+	/* And without the xmpp section, nothing more is checked. */
+	cfg_free(NULL);
+	unlink(ca);
+	unlink(cert);
+	unlink(key);
+	unlink(xcert);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -560,6 +905,16 @@ int main(void)
 		cmocka_unit_test(test_err_max_message_kb),
 		cmocka_unit_test(test_err_log_level),
 		cmocka_unit_test(test_err_limits),
+		cmocka_unit_test(test_xmpp_defaults),
+		cmocka_unit_test(test_xmpp_values_read),
+		cmocka_unit_test(test_err_xmpp_section),
+		cmocka_unit_test(test_err_xmpp_domains),
+		cmocka_unit_test(test_err_xmpp_values),
+		cmocka_unit_test(test_err_xmpp_partner_values),
+		cmocka_unit_test(test_err_xmpp_partner_twice),
+		cmocka_unit_test(test_err_xmpp_partner_claimed),
+		cmocka_unit_test(test_err_xmpp_partner_unauthenticated),
+		cmocka_unit_test(test_xmpp_check_files),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

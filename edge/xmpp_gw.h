@@ -1,0 +1,82 @@
+/*
+ * xmpp_gw: the XMPP proxy and SIP<->XMPP gateway of edged, as Lync
+ * Server 2013's XMPP gateway on the Access Edge: XMPP partners are reached
+ * over server-to-server streams (xmpp_s2s.h) on port 5269, and what crosses
+ * is translated (xmpp_map.h, RFC 7247 and RFC 7572) so that the
+ * organization's own servers speak only SIP.
+ *
+ * SIP -> XMPP: a request from the internal side whose Request-URI names an
+ * XMPP partner's domain is the gateway's (xmpp_gw_sip_request()): a MESSAGE
+ * becomes a <message type='chat'/> on the stream from our domain to the
+ * partner's (opened on demand: the partner's ProxyFqdn or address, else DNS
+ * SRV _xmpp-server._tcp.<domain>, else the domain itself, port 5269) and is
+ * answered 200 once written on an authenticated stream, or with the error
+ * that stopped it.
+ *
+ * XMPP -> SIP: a stanza from a partner's inbound stream to one of our users
+ * goes to the internal next hop as a SIP request (proxy_originate()); a SIP
+ * error answer goes back as an XMPP error stanza (RFC 7247 section 6).
+ *
+ * Policy: only configured XMPP partners (cfg_xmpp_partner) are heard or
+ * reached, with their TLS, SASL and dialback settings; our user must have
+ * EnableXmppAccess in their external access policy; a PublicUnverified
+ * partner's user may write to ours only after ours subscribed to them.
+ */
+#ifndef EDGE_XMPP_GW_H
+#define EDGE_XMPP_GW_H
+
+#include <ev.h>
+#include <stddef.h>
+
+#include "cfg.h"
+#include "sip_msg.h"
+
+struct xmpp_gw;
+struct xmpp_gw_pending;
+struct proxy;
+struct dns_resolver;
+struct clu_node;
+
+/*
+ * Starts the gateway on cfg->xmpp (which must be set): TLS contexts, the
+ * listeners. proxy is where its SIP requests go (proxy_originate()); dns
+ * and cluster (NULL: a pool of one) are shared with it. Every pointer
+ * must outlive the gateway. NULL with err set on failure.
+ */
+struct xmpp_gw *xmpp_gw_new(struct ev_loop *loop, const struct edge_cfg *cfg, struct proxy *proxy,
+                            struct dns_resolver *dns, struct clu_node *cluster,
+                            char *err, size_t errlen);
+/* Closes every stream and frees the gateway; pending answers are not called. */
+void xmpp_gw_free(struct xmpp_gw *gw);
+
+/* Loads the XMPP TLS material without listening: for `edged -t`. */
+int xmpp_gw_check(const struct edge_cfg *cfg, char *err, size_t errlen);
+
+/* The answer to a SIP request the gateway took; warning may be NULL. */
+typedef void (*xmpp_gw_answer_fn)(void *arg, unsigned status, const char *warning);
+
+enum xmpp_gw_take {
+	XMPP_GW_NOT_MINE = 0,  /* not for an XMPP partner: route it as SIP */
+	XMPP_GW_ANSWERED,      /* answer now with *status and warning */
+	XMPP_GW_PENDING,       /* done(arg, ...) comes later, from the loop */
+};
+
+/*
+ * Offers the gateway a request from the internal side (req is only read,
+ * during the call). For XMPP_GW_PENDING, *pending is a handle for
+ * xmpp_gw_cancel(), which the caller must call if it goes away first.
+ */
+enum xmpp_gw_take xmpp_gw_sip_request(struct xmpp_gw *gw, const struct sip_msg *req,
+                                      xmpp_gw_answer_fn done, void *arg,
+                                      struct xmpp_gw_pending **pending, unsigned *status,
+                                      char *warning, size_t warnlen);
+/* The answer of a pending request will not be given (what it sends still goes). */
+void xmpp_gw_cancel(struct xmpp_gw_pending *p);
+
+/* Whether domain is one of the configured XMPP partners' (any case). */
+int xmpp_gw_is_partner_domain(const struct xmpp_gw *gw, const char *domain, size_t len);
+
+/* Writes the gateway's state as one JSON object; returns its length. */
+size_t xmpp_gw_status_json(const struct xmpp_gw *gw, char *buf, size_t len);
+
+#endif
