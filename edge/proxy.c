@@ -93,6 +93,7 @@ struct ptx {
 	struct clu_confirm *confirm; /* that wait */
 	proxy_origin_fn origin;      /* a request of the edge's own: its answer goes here */
 	void *origin_arg;
+	int own_error;               /* the response being sent is the edge's own */
 	struct xmpp_gw_pending *gw_pending; /* the XMPP gateway is answering it */
 	ev_timer srv_timer;
 	ev_timer cli_timer;
@@ -265,11 +266,11 @@ static void ptx_respond(struct ptx *t, const struct sip_msg *resp)
 	    !(t->srv == SRV_ACCEPTED && resp->status / 100 == 2)))
 		return;
 	if (t->origin) {
-		/* The edge's own request: nobody upstream, the final status goes to its maker. */
+		/* The edge's own request: nobody upstream, the final answer goes to its maker. */
 		if (resp->status >= 200) {
 			px->unanswered--;
 			ptx_srv_done(t);
-			t->origin(t->origin_arg, resp->status);
+			t->origin(t->origin_arg, resp->status, t->own_error ? NULL : resp);
 		}
 		return;
 	}
@@ -318,7 +319,9 @@ static void ptx_reply_after(struct ptx *t, unsigned status, const char *warning,
 		sip_msg_appendf(resp, SIP_HDR_RETRY_AFTER, NULL, "%u", retry_after);
 	if (status >= 300)
 		t->px->stats.rejected++;
+	t->own_error = 1;
 	ptx_respond(t, resp);
+	t->own_error = 0;
 	sip_msg_free(resp);
 }
 
@@ -1094,16 +1097,37 @@ static void ptx_route_done(void *arg, struct rt_decision *d)
 	ptx_routed(t, d);
 }
 
+/* Answers t as the XMPP gateway says, and settles it. */
+static void gw_answer(struct ptx *t, const struct xmpp_gw_answer *a)
+{
+	struct proxy *px = t->px;
+	if (a->status >= 300)
+		log_info("rejected %s call-id=%.*s to XMPP: %u %s", sip_method_name(t->req->method),
+		         SPAN(t->req->call_id), a->status, a->warning ? a->warning : "");
+	struct sip_msg *resp = sip_msg_response(t->req, a->status, NULL,
+	                                        a->to_tag ? a->to_tag : NULL);
+	if (resp) {
+		sip_msg_append(resp, SIP_HDR_SERVER, NULL, SERVER_HEADER, strlen(SERVER_HEADER));
+		if (a->status >= 300 && a->warning)
+			add_warning(px, resp, a->warning);
+		if (a->contact)
+			sip_msg_append(resp, SIP_HDR_CONTACT, NULL, a->contact, strlen(a->contact));
+		if (a->expires >= 0)
+			sip_msg_appendf(resp, SIP_HDR_OTHER, "Expires", "%d", a->expires);
+		if (a->status >= 300)
+			px->stats.rejected++;
+		ptx_respond(t, resp);
+		sip_msg_free(resp);
+	}
+	ptx_settle(t);
+}
+
 /* The XMPP gateway's answer to a request it took. */
-static void gw_answered(void *arg, unsigned status, const char *warning)
+static void gw_answered(void *arg, const struct xmpp_gw_answer *a)
 {
 	struct ptx *t = arg;
 	t->gw_pending = NULL;
-	if (status >= 300)
-		log_info("rejected %s call-id=%.*s to XMPP: %u %s", sip_method_name(t->req->method),
-		         SPAN(t->req->call_id), status, warning ? warning : "");
-	ptx_reply(t, status, status >= 300 ? warning : NULL);
-	ptx_settle(t);
+	gw_answer(t, a);
 }
 
 int proxy_originate(struct proxy *px, struct sip_msg *req, const char *trust,
@@ -1167,19 +1191,13 @@ static void forward(struct ptx *t, struct conn *c)
 			return;
 		}
 	}
-	if (px->gw && conn_side(c) == CONN_INTERNAL && m->to_tag.len == 0) {
-		unsigned status = 0;
-		char warning[300];
-		switch (xmpp_gw_sip_request(px->gw, m, gw_answered, t, &t->gw_pending, &status,
-		                            warning, sizeof(warning))) {
+	if (px->gw && conn_side(c) == CONN_INTERNAL) {
+		struct xmpp_gw_answer now;
+		switch (xmpp_gw_sip_request(px->gw, m, gw_answered, t, &t->gw_pending, &now)) {
 		case XMPP_GW_PENDING:
 			return;
 		case XMPP_GW_ANSWERED:
-			if (status >= 300)
-				log_info("rejected %s call-id=%.*s to XMPP: %u %s", sip_method_name(m->method),
-				         SPAN(m->call_id), status, warning);
-			ptx_reply(t, status, status >= 300 ? warning : NULL);
-			ptx_settle(t);
+			gw_answer(t, &now);
 			return;
 		case XMPP_GW_NOT_MINE:
 			break;

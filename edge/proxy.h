@@ -58,8 +58,9 @@ void proxy_drain(struct proxy *px);
 int proxy_busy(const struct proxy *px);
 void proxy_get_stats(const struct proxy *px, struct proxy_stats *out);
 
-/* The final status of a request the edge sent itself (proxy_originate()). */
-typedef void (*proxy_origin_fn)(void *arg, unsigned status);
+/* The final answer to a request the edge sent itself (proxy_originate()):
+ * resp is the next hop's response, or NULL for the edge's own error status. */
+typedef void (*proxy_origin_fn)(void *arg, unsigned status, const struct sip_msg *resp);
 
 /*
  * Sends req, a request the edge makes itself (the XMPP gateway's), to the

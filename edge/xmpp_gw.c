@@ -25,7 +25,9 @@
 #include "sockaddr.h"
 #include "tls.h"
 #include "xmpp_map.h"
+#include "xmpp_presence.h"
 #include "xmpp_s2s.h"
+#include "xmpp_sub.h"
 
 #define XMPP_PORT 5269
 #define MAX_TARGETS 16           /* addresses tried for one partner */
@@ -33,6 +35,15 @@
 #define MAX_QUEUED 1000          /* stanzas waiting for one outbound stream */
 #define MAX_QUEUED_BYTES (4u << 20)
 #define SPAN(str) (int)(str).len, (str).s
+
+#define XMPP_GW_USER "xmpp-gw"   /* the user part of the gateway's Contact */
+#define XMPP_SUB_EXPIRES 3600u   /* seconds a presence subscription lasts at most */
+#define XMPP_SUB_REFRESH_MS (600ull * 1000)   /* refreshed this long before its end */
+#define XMPP_PERMIT_TTL_MS (30ull * 86400 * 1000) /* "our user subscribed first" */
+#define XMPP_HOLD_TTL_MS (3600ull * 1000)     /* a stream holder record */
+#define MAINT_INTERVAL 1.0       /* seconds between refresh and takeover checks */
+/* Addresses in subscriptions: their store keys hold two (CLU_KEY_MAX is 512). */
+#define XMPP_ADDR_MAX 240
 
 struct listener {
 	struct xmpp_gw *gw;
@@ -100,13 +111,6 @@ struct xmpp_gw_pending {
 	struct queued q;                  /* SIP -> XMPP: the stanza and its answer */
 };
 
-/* An XMPP stanza gone to SIP, waiting for the SIP answer. */
-struct to_sip {
-	struct xmpp_gw *gw;
-	char from[XMPP_MAP_JID_MAX], to[XMPP_MAP_JID_MAX], id[256];
-	int has_id;
-};
-
 struct gw_stats {
 	unsigned long long streams_in, streams_out;   /* accepted / opened, ever */
 	unsigned long long streams_failed;
@@ -115,6 +119,11 @@ struct gw_stats {
 	unsigned long long errors_out;                /* error stanzas we sent */
 	unsigned long long sip_refused;               /* SIP requests answered with an error */
 	unsigned long long dialback_checks;
+	unsigned long long presence_out, presence_in;   /* presence stanzas */
+	unsigned long long notifies_out, notifies_in;   /* SIP NOTIFYs sent, received */
+	unsigned long long subscribes_out;              /* SIP SUBSCRIBEs sent */
+	unsigned long long xmpp_refused;                /* stanzas refused by policy */
+	unsigned long long takeovers;                   /* work taken from dead nodes */
 };
 
 struct xmpp_gw {
@@ -132,9 +141,36 @@ struct xmpp_gw {
 	struct list_node streams;          /* struct stream_link */
 	struct list_node outs;             /* struct out_pair */
 	struct list_node checks;           /* struct db_check */
+	struct xmpp_sub_store *subs;       /* subscriptions and holders, pool-wide */
+	char node[64];                     /* this node's cluster name, or "self" */
+	char contact[400];                 /* the gateway's Contact: <sip:xmpp-gw@...> */
+	char contact_host[256];            /* its host, to know its dialogs' requests */
+	char warning[400];                 /* an answer's text, until the next call */
+	char to_tag[64];                   /* an answer's tag, likewise */
+	struct list_node deferred;         /* struct deferred: NOTIFYs after answers */
+	ev_timer defer_timer;
+	ev_timer maint_timer;
 	struct gw_stats stats;
 	int closing;                       /* xmpp_gw_free() under way: no callbacks out */
 };
+
+static void handle_presence(struct xmpp_gw *gw, struct xmpp_xml_elem *st);
+
+/* The domain of a bare JID or user@domain ("u@d/r" -> "d"), lower-cased; -1 without one. */
+static int bare_domain(const char *addr, char *out, size_t len)
+{
+	const char *at = addr ? strchr(addr, '@') : NULL;
+	const char *d = at ? at + 1 : addr;
+	if (!d)
+		return -1;
+	size_t n = strcspn(d, "/");
+	if (n == 0 || n >= len)
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		out[i] = (char)tolower((unsigned char)d[i]);
+	out[n] = '\0';
+	return 0;
+}
 
 /* ---- configuration look-ups ---- */
 
@@ -293,8 +329,9 @@ static struct stream_link *link_stream(struct xmpp_gw *gw, struct xmpp_s2s *s,
 
 static void queued_answer(struct queued *q, unsigned status, const char *warning)
 {
+	struct xmpp_gw_answer a = { .status = status, .warning = warning, .expires = -1 };
 	if (q->done)
-		q->done(q->arg, status, warning);
+		q->done(q->arg, &a);
 	q->done = NULL;
 }
 
@@ -369,6 +406,7 @@ static void out_resolved(struct resolve *r, const char *error)
 	}
 	l->out = o;
 	gw->stats.streams_out++;
+	xmpp_sub_hold(gw->subs, o->local, o->remote, gw->node, XMPP_HOLD_TTL_MS);
 	log_info("xmpp: connecting %s -> %s (%s)", o->local, o->remote, xmpp_s2s_peer(o->s));
 }
 
@@ -582,7 +620,9 @@ static void on_stanza(void *arg, struct xmpp_s2s *s, struct xmpp_xml_elem *st)
 	struct xmpp_gw *gw = arg;
 	if (strcmp(st->name, "message") == 0)
 		handle_message(gw, s, st);
-	/* Presence and iq: not carried yet. */
+	else if (strcmp(st->name, "presence") == 0)
+		handle_presence(gw, st);
+	/* iq: not carried (person-to-person IM and presence only, as Lync's gateway). */
 }
 
 static void on_down(void *arg, struct xmpp_s2s *s, int failed, const char *why)
@@ -634,20 +674,15 @@ static const struct xmpp_s2s_cbs s2s_cbs = {
 	.on_down = on_down,
 };
 
-/* ---- XMPP -> SIP ---- */
+/* ---- SIP requests of the gateway's own ---- */
 
-/* An error stanza answering st (from -> to swapped), RFC 6120 8.3. */
+/* An error stanza answering a stanza (from -> to swapped), RFC 6120 8.3. */
 static void send_error(struct xmpp_gw *gw, const char *name, const char *from, const char *to,
                        const char *id, const char *condition)
 {
 	char local[254], remote[254];
-	const char *at;
-	/* Our domain is the stanza's to, theirs its from. */
-	at = strchr(to, '@');
-	snprintf(local, sizeof(local), "%.*s", (int)strcspn(at ? at + 1 : to, "/"), at ? at + 1 : to);
-	at = strchr(from, '@');
-	snprintf(remote, sizeof(remote), "%.*s", (int)strcspn(at ? at + 1 : from, "/"),
-	         at ? at + 1 : from);
+	if (bare_domain(to, local, sizeof(local)) < 0 || bare_domain(from, remote, sizeof(remote)) < 0)
+		return;
 	struct xmpp_xml_elem *e = xmpp_xml_new(name, XMPP_XML_NS_SERVER);
 	struct xmpp_xml_elem *err = e ? xmpp_xml_add(e, "error", NULL) : NULL;
 	if (!err || xmpp_xml_set_attr(e, "from", NULL, to) < 0 ||
@@ -662,7 +697,110 @@ static void send_error(struct xmpp_gw *gw, const char *name, const char *from, c
 	out_send_own(gw, local, remote, e);
 }
 
-static void to_sip_answered(void *arg, unsigned status)
+/* <presence type=... from to/> from our user (a bare JID) to theirs. */
+static void send_presence_type(struct xmpp_gw *gw, const char *from, const char *to,
+                               const char *type)
+{
+	char local[254], remote[254];
+	if (bare_domain(from, local, sizeof(local)) < 0 || bare_domain(to, remote, sizeof(remote)) < 0)
+		return;
+	struct xmpp_xml_elem *e = xmpp_xml_new("presence", XMPP_XML_NS_SERVER);
+	if (!e || xmpp_xml_set_attr(e, "from", NULL, from) < 0 ||
+	    xmpp_xml_set_attr(e, "to", NULL, to) < 0 ||
+	    (type && xmpp_xml_set_attr(e, "type", NULL, type) < 0)) {
+		xmpp_xml_free(e);
+		return;
+	}
+	gw->stats.presence_out++;
+	out_send_own(gw, local, remote, e);
+}
+
+/* The Lync trust header for what comes from an XMPP partner (pol.h has the SIP ones). */
+static void xmpp_trust(const struct xmpp_gw *gw, const struct cfg_xmpp_partner *p,
+                       const char *remote, char *buf, size_t len)
+{
+	snprintf(buf, len, "ms-source-type=XmppPartner;ms-ep-fqdn=%s;ms-source-verified-user=%s;"
+	         "ms-source-network=xmpp;ms-remote-fqdn=%s", gw->cfg->pool_fqdn,
+	         p && p->type == CFG_XMPP_PUBLIC_UNVERIFIED ? "unverified" : "verified", remote);
+}
+
+/* What a request of the gateway's says; strings may be "" but not NULL unless noted. */
+struct own_request {
+	const char *method;
+	const char *ruri;
+	const char *from_uri, *from_tag;
+	const char *to_uri, *to_tag;       /* to_tag "" outside a dialog */
+	const char *call_id;
+	uint32_t cseq;
+	const char *route;                 /* the route set, "" for none */
+	const char *extra;                 /* more header lines, each ending in CRLF */
+	const char *content_type;          /* NULL: no body */
+	const char *body;
+	size_t body_len;
+};
+
+/* The request as a parsed message, with one placeholder Via for proxy_originate(). */
+static struct sip_msg *build_request(struct xmpp_gw *gw, const struct own_request *r)
+{
+	size_t cap = strlen(r->ruri) + strlen(r->from_uri) + strlen(r->to_uri) + strlen(r->route) +
+	             strlen(r->extra) + strlen(r->call_id) + strlen(gw->contact) + r->body_len + 1024;
+	char *text = malloc(cap);
+	struct sip_msg *m = NULL;
+	if (!text)
+		return NULL;
+	int n = snprintf(text, cap, "%s %s SIP/2.0\r\nVia: SIP/2.0/TCP %s;branch=z9hG4bKgw%s%u\r\n"
+	                 "Max-Forwards: 70\r\n%s%s%sFrom: <%s>;tag=%s\r\nTo: <%s>%s%s\r\n"
+	                 "Call-ID: %s\r\nCSeq: %u %s\r\nContact: %s\r\n%s",
+	                 r->method, r->ruri, gw->cfg->pool_fqdn, r->call_id, (unsigned)r->cseq,
+	                 r->route[0] ? "Route: " : "", r->route, r->route[0] ? "\r\n" : "",
+	                 r->from_uri, r->from_tag, r->to_uri, r->to_tag[0] ? ";tag=" : "", r->to_tag,
+	                 r->call_id, (unsigned)r->cseq, r->method, gw->contact, r->extra);
+	if (n > 0 && (size_t)n < cap) {
+		int m2 = r->content_type
+		       ? snprintf(text + n, cap - (size_t)n, "Content-Type: %s\r\nContent-Length: %zu\r\n\r\n",
+		                  r->content_type, r->body_len)
+		       : snprintf(text + n, cap - (size_t)n, "Content-Length: 0\r\n\r\n");
+		if (m2 > 0 && (size_t)n + (size_t)m2 + r->body_len < cap) {
+			n += m2;
+			if (r->content_type)
+				memcpy(text + n, r->body, r->body_len);
+			struct sip_limits lim = { .max_msg_bytes = cap, .max_line_bytes = 8192,
+			                          .max_headers = 64 };
+			if (sip_msg_parse(text, (size_t)n + (r->content_type ? r->body_len : 0), &lim, &m) < 0) {
+				sip_msg_free(m);
+				m = NULL;
+			}
+		}
+	}
+	free(text);
+	return m;
+}
+
+static void random_hex(char *out, size_t bytes)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char raw[32];
+	if (bytes > sizeof(raw))
+		bytes = sizeof(raw);
+	if (RAND_bytes(raw, (int)bytes) != 1)
+		memset(raw, 0, bytes);
+	for (size_t i = 0; i < bytes; i++) {
+		out[2 * i] = hex[raw[i] >> 4];
+		out[2 * i + 1] = hex[raw[i] & 15];
+	}
+	out[2 * bytes] = '\0';
+}
+
+/* ---- XMPP -> SIP: messages ---- */
+
+/* An XMPP message gone to SIP, waiting for the SIP answer. */
+struct to_sip {
+	struct xmpp_gw *gw;
+	char from[XMPP_MAP_JID_MAX], to[XMPP_MAP_JID_MAX], id[256];
+	int has_id;
+};
+
+static void to_sip_answered(void *arg, unsigned status, const struct sip_msg *resp)
 {
 	struct to_sip *ts = arg;
 	struct xmpp_gw *gw = ts->gw;
@@ -677,30 +815,27 @@ static void to_sip_answered(void *arg, unsigned status)
 	free(ts);
 }
 
-/* The Lync trust header for what comes from an XMPP partner (pol.h has the SIP ones). */
-static void xmpp_trust(const struct xmpp_gw *gw, const struct cfg_xmpp_partner *p,
-                       const char *remote, char *buf, size_t len)
-{
-	snprintf(buf, len, "ms-source-type=XmppPartner;ms-ep-fqdn=%s;ms-source-verified-user=%s;"
-	         "ms-source-network=xmpp;ms-remote-fqdn=%s", gw->cfg->pool_fqdn,
-	         p->type == CFG_XMPP_PUBLIC_UNVERIFIED ? "unverified" : "verified", remote);
-}
-
-/* Whether our user may hear from this partner's user at all (policy, PartnerType). */
+/* Why our user may not hear from this partner's user, or NULL (policy, PartnerType). */
 static const char *refusal_of(struct xmpp_gw *gw, const struct cfg_xmpp_partner *p,
-                              const char *user_uri)
+                              const char *sip_user, const char *jid)
 {
-	struct sip_uri u;
-	struct sip_str s = { user_uri, strlen(user_uri) };
-	if (sip_uri_parse(s, &u) < 0)
-		return "not a SIP address";
-	const struct cfg_access_policy *pol = pol_user_policy(gw->cfg, u.user.s, u.user.len,
-	                                                      u.host.s, u.host.len);
+	const char *at = strchr(sip_user, '@');
+	if (!at)
+		return "not a user address";
+	const struct cfg_access_policy *pol = pol_user_policy(gw->cfg, sip_user,
+	                                                      (size_t)(at - sip_user), at + 1,
+	                                                      strlen(at + 1));
 	if (!pol->xmpp)
 		return "the user's external access policy does not permit XMPP";
-	if (p->type == CFG_XMPP_PUBLIC_UNVERIFIED)
+	if (p->type == CFG_XMPP_PUBLIC_UNVERIFIED && !xmpp_sub_allowed(gw->subs, sip_user, jid))
 		return "the partner is PublicUnverified and the user has not subscribed to the sender";
 	return NULL;
+}
+
+/* "sip:u@d" -> "u@d" (the gateway's URIs are its own: no parameters). */
+static const char *uri_user(const char *uri)
+{
+	return strncmp(uri, "sip:", 4) == 0 ? uri + 4 : uri;
 }
 
 static void handle_message(struct xmpp_gw *gw, struct xmpp_s2s *s, struct xmpp_xml_elem *st)
@@ -717,52 +852,29 @@ static void handle_message(struct xmpp_gw *gw, struct xmpp_s2s *s, struct xmpp_x
 		          xmpp_map_strerror(rc));
 		return;
 	}
-	struct sip_uri fu;
-	struct sip_str fs = { im.from, strlen(im.from) };
-	if (sip_uri_parse(fs, &fu) < 0)
-		return;
-	const struct cfg_xmpp_partner *p = find_partner(gw, fu.host.s, fu.host.len);
-	const char *refusal = p ? refusal_of(gw, p, im.to) : "not a partner";
+	char domain[254];
+	const char *sender = uri_user(im.from);
+	const struct cfg_xmpp_partner *p = bare_domain(sender, domain, sizeof(domain)) == 0
+	                                 ? find_partner(gw, domain, strlen(domain)) : NULL;
+	const char *refusal = p ? refusal_of(gw, p, uri_user(im.to), sender) : "not a partner";
 	if (refusal) {
 		log_info("xmpp: message from %s to %s refused: %s", from, to, refusal);
+		gw->stats.xmpp_refused++;
 		send_error(gw, "message", from, to, id, "service-unavailable");
 		return;
 	}
-	/* The request, as a front end would send it: one Via (ours replaces it). */
 	char callid[40], tag[20], trust[600];
-	unsigned char rnd[16];
-	RAND_bytes(rnd, sizeof(rnd));
-	snprintf(callid, sizeof(callid), "%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x-xmpp",
-	         rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7], rnd[8], rnd[9],
-	         rnd[10], rnd[11]);
-	snprintf(tag, sizeof(tag), "%02x%02x%02x%02x", rnd[12], rnd[13], rnd[14], rnd[15]);
-	size_t cap = strlen(im.ruri) * 2 + strlen(im.from) + strlen(im.to) + im.body_len + 512;
-	char *text = malloc(cap);
-	struct to_sip *ts = calloc(1, sizeof(*ts));
-	if (!text || !ts) {
-		free(text);
-		free(ts);
-		send_error(gw, "message", from, to, id, "internal-server-error");
-		return;
-	}
-	int n = snprintf(text, cap, "MESSAGE %s SIP/2.0\r\nVia: SIP/2.0/TCP %s;branch=z9hG4bK%s\r\n"
-	                 "Max-Forwards: 70\r\nFrom: <%s>;tag=%s\r\nTo: <%s>\r\nCall-ID: %s\r\n"
-	                 "CSeq: 1 MESSAGE\r\nContent-Type: %s\r\nContent-Length: %zu\r\n\r\n",
-	                 im.ruri, gw->cfg->pool_fqdn, callid, im.from, tag, im.to, callid,
-	                 im.content_type, im.body_len);
-	struct sip_msg *m = NULL;
-	struct sip_limits lim = { .max_msg_bytes = cap + im.body_len, .max_line_bytes = 8192,
-	                          .max_headers = 32 };
-	if (n > 0 && (size_t)n + im.body_len < cap) {
-		memcpy(text + n, im.body, im.body_len);
-		if (sip_msg_parse(text, (size_t)n + im.body_len, &lim, &m) < 0) {
-			sip_msg_free(m);
-			m = NULL;
-		}
-	}
-	free(text);
-	if (!m) {
-		free(ts);
+	random_hex(callid, 12);
+	random_hex(tag, 6);
+	struct own_request r = {
+		.method = "MESSAGE", .ruri = im.ruri, .from_uri = im.from, .from_tag = tag,
+		.to_uri = im.to, .to_tag = "", .call_id = callid, .cseq = 1, .route = "", .extra = "",
+		.content_type = im.content_type, .body = im.body, .body_len = im.body_len,
+	};
+	struct sip_msg *m = build_request(gw, &r);
+	struct to_sip *ts = m ? calloc(1, sizeof(*ts)) : NULL;
+	if (!ts) {
+		sip_msg_free(m);
 		send_error(gw, "message", from, to, id, "internal-server-error");
 		return;
 	}
@@ -773,8 +885,6 @@ static void handle_message(struct xmpp_gw *gw, struct xmpp_s2s *s, struct xmpp_x
 		ts->has_id = 1;
 		snprintf(ts->id, sizeof(ts->id), "%s", id);
 	}
-	char domain[254];
-	snprintf(domain, sizeof(domain), "%.*s", SPAN(fu.host));
 	xmpp_trust(gw, p, domain, trust, sizeof(trust));
 	log_debug("xmpp: message from %s to %s -> SIP call-id=%s", from, to, callid);
 	if (proxy_originate(gw->proxy, m, trust, to_sip_answered, ts) < 0) {
@@ -783,9 +893,326 @@ static void handle_message(struct xmpp_gw *gw, struct xmpp_s2s *s, struct xmpp_x
 	}
 }
 
+/* ---- presence: the gateway as notifier (a SIP user watches an XMPP contact) ---- */
+
+/* The next CSeq of the gateway in a dialog: never below one a dead node may have sent. */
+static uint32_t next_cseq(const struct xmpp_sub *sub)
+{
+	uint32_t by_time = (uint32_t)((xmpp_sub_now_ms() / 1000) % 0x7fffffff);
+	return sub->cseq + 1 > by_time ? sub->cseq + 1 : by_time;
+}
+
+struct notify_ctx {
+	struct xmpp_gw *gw;
+	char call_id[256];
+};
+
+static void notify_answered(void *arg, unsigned status, const struct sip_msg *resp)
+{
+	struct notify_ctx *nc = arg;
+	struct xmpp_gw *gw = nc->gw;
+	struct xmpp_sub sub;
+	/* 481: the subscriber forgot the dialog; the watch is over. */
+	if (!gw->closing && (status == 481 || status == 404 || status == 410) &&
+	    xmpp_sub_by_call_id(gw->subs, nc->call_id, &sub) == 0) {
+		log_info("xmpp: %s no longer watches %s (NOTIFY answered %u)", sub.sip_user, sub.jid,
+		         status);
+		xmpp_sub_delete(gw->subs, &sub);
+	}
+	free(nc);
+}
+
+/*
+ * Sends a NOTIFY in a SIP_WATCHES dialog: state is the Subscription-State
+ * value; pidf, when not NULL, the body. Stores the dialog's new CSeq.
+ */
+static void send_notify(struct xmpp_gw *gw, struct xmpp_sub *sub, const char *state,
+                        const struct xmpp_xml_buf *pidf)
+{
+	char from_uri[400], to_uri[400], trust[600], extra[200], domain[254];
+	struct notify_ctx *nc = calloc(1, sizeof(*nc));
+	if (!nc)
+		return;
+	snprintf(from_uri, sizeof(from_uri), "sip:%s", sub->jid);
+	snprintf(to_uri, sizeof(to_uri), "sip:%s", sub->sip_user);
+	snprintf(extra, sizeof(extra), "Event: presence\r\nSubscription-State: %s\r\n", state);
+	sub->cseq = next_cseq(sub);
+	struct own_request r = {
+		.method = "NOTIFY", .ruri = sub->target, .from_uri = from_uri, .from_tag = sub->local_tag,
+		.to_uri = to_uri, .to_tag = sub->remote_tag, .call_id = sub->call_id, .cseq = sub->cseq,
+		.route = sub->route, .extra = extra,
+		.content_type = pidf ? XMPP_PRESENCE_PIDF_TYPE : NULL,
+		.body = pidf ? pidf->data : NULL, .body_len = pidf ? pidf->len : 0,
+	};
+	struct sip_msg *m = build_request(gw, &r);
+	if (!m) {
+		free(nc);
+		return;
+	}
+	if (strncmp(state, "terminated", 10) != 0)
+		xmpp_sub_put(gw->subs, sub);
+	nc->gw = gw;
+	snprintf(nc->call_id, sizeof(nc->call_id), "%s", sub->call_id);
+	bare_domain(sub->jid, domain, sizeof(domain));
+	xmpp_trust(gw, find_partner(gw, domain, strlen(domain)), domain, trust, sizeof(trust));
+	gw->stats.notifies_out++;
+	if (proxy_originate(gw->proxy, m, trust, notify_answered, nc) < 0)
+		free(nc);
+}
+
+static void active_state(const struct xmpp_sub *sub, char *out, size_t len)
+{
+	uint64_t now = xmpp_sub_now_ms();
+	unsigned left = sub->expires_ms > now ? (unsigned)((sub->expires_ms - now) / 1000) : 0;
+	snprintf(out, len, "%s;expires=%u", sub->active ? "active" : "pending", left);
+}
+
+/* NOTIFYs that follow the answer to a SUBSCRIBE: sent from the loop, after it. */
+struct deferred {
+	struct list_node link;
+	struct xmpp_sub sub;
+	char state[64];
+};
+
+static void defer_notify(struct xmpp_gw *gw, const struct xmpp_sub *sub, const char *state)
+{
+	struct deferred *d = calloc(1, sizeof(*d));
+	if (!d)
+		return;
+	d->sub = *sub;
+	snprintf(d->state, sizeof(d->state), "%s", state);
+	list_add_tail(&gw->deferred, &d->link);
+	if (!ev_is_active(&gw->defer_timer)) {
+		ev_timer_set(&gw->defer_timer, 0, 0);
+		ev_timer_start(gw->loop, &gw->defer_timer);
+	}
+}
+
+static void defer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct xmpp_gw *gw = w->data;
+	while (!list_empty(&gw->deferred)) {
+		struct deferred *d = list_entry(gw->deferred.next, struct deferred, link);
+		list_del(&d->link);
+		struct xmpp_sub cur;
+		/* The store may have moved on (a CSeq, a state) since the answer. */
+		if (strncmp(d->state, "terminated", 10) != 0 &&
+		    xmpp_sub_by_call_id(gw->subs, d->sub.call_id, &cur) == 0)
+			d->sub = cur;
+		send_notify(gw, &d->sub, d->state, NULL);
+		free(d);
+	}
+}
+
+/* ---- presence: the gateway as subscriber (an XMPP user watches a SIP user) ---- */
+
+struct subscribe_ctx {
+	struct xmpp_gw *gw;
+	char sip_user[320], jid[320], call_id[256];
+	int ending;                  /* Expires: 0 */
+};
+
+/* The route set of a 2xx to our SUBSCRIBE: its Record-Route, last first (RFC 3261 12.1.2). */
+static void route_from_response(const struct sip_msg *resp, char *out, size_t len)
+{
+	int idx[32];
+	unsigned n = 0;
+	size_t at = 0;
+	out[0] = '\0';
+	for (int i = sip_msg_find(resp, SIP_HDR_RECORD_ROUTE, 0); i >= 0 && n < 32;
+	     i = sip_msg_find(resp, SIP_HDR_RECORD_ROUTE, i + 1))
+		idx[n++] = i;
+	while (n-- > 0) {
+		int w = snprintf(out + at, len - at, "%s%.*s", at ? ", " : "",
+		                 SPAN(resp->hdrs[idx[n]].value));
+		if (w < 0 || (size_t)w >= len - at) {
+			out[at] = '\0';
+			return;
+		}
+		at += (size_t)w;
+	}
+}
+
+static int header_uri(const struct sip_msg *m, enum sip_hdr_id id, char *out, size_t outsz);
+static unsigned expires_of(const struct sip_msg *m, unsigned def);
+
+static void subscribe_answered(void *arg, unsigned status, const struct sip_msg *resp)
+{
+	struct subscribe_ctx *sc = arg;
+	struct xmpp_gw *gw = sc->gw;
+	struct xmpp_sub sub;
+	if (gw->closing || sc->ending ||
+	    xmpp_sub_get(gw->subs, XMPP_SUB_XMPP_WATCHES, sc->sip_user, sc->jid, &sub) < 0 ||
+	    strcmp(sub.call_id, sc->call_id) != 0) {
+		free(sc);
+		return;
+	}
+	enum xmpp_presence_sub ev = xmpp_presence_sub_from_sip("SUBSCRIBE", status, "presence",
+	                                                       resp ? (long)expires_of(resp, 1) : 1,
+	                                                       NULL);
+	if (ev == XMPP_PRESENCE_SUB_ACCEPTED && resp) {
+		char contact[512];
+		if (!sub.remote_tag[0] && resp->to_tag.len < sizeof(sub.remote_tag))
+			snprintf(sub.remote_tag, sizeof(sub.remote_tag), "%.*s", SPAN(resp->to_tag));
+		if (header_uri(resp, SIP_HDR_CONTACT, contact, sizeof(contact)) == 0)
+			snprintf(sub.target, sizeof(sub.target), "%s", contact);
+		route_from_response(resp, sub.route, sizeof(sub.route));
+		unsigned granted = expires_of(resp, XMPP_SUB_EXPIRES);
+		sub.expires_ms = xmpp_sub_now_ms() + (uint64_t)granted * 1000;
+		int was_active = sub.active;
+		sub.active = 1;
+		xmpp_sub_put(gw->subs, &sub);
+		if (!was_active) {
+			log_info("xmpp: %s now watches %s (SUBSCRIBE answered %u)", sub.jid, sub.sip_user,
+			         status);
+			send_presence_type(gw, sub.sip_user, sub.jid, "subscribed");
+		}
+	} else if (status == 481 || (ev == XMPP_PRESENCE_SUB_TERMINATED && status != 408 &&
+	                             status != 503 && status != 504 && status != 500)) {
+		/* Refused (or the dialog is gone): the XMPP user is told. A timeout is retried. */
+		log_info("xmpp: %s may not watch %s (SUBSCRIBE answered %u)", sub.jid, sub.sip_user,
+		         status);
+		xmpp_sub_delete(gw->subs, &sub);
+		send_presence_type(gw, sub.sip_user, sub.jid, "unsubscribed");
+	}
+	free(sc);
+}
+
+/* Sends SUBSCRIBE in (or to begin) an XMPP_WATCHES dialog; expires 0 ends it. */
+static void send_subscribe(struct xmpp_gw *gw, struct xmpp_sub *sub, unsigned expires)
+{
+	char from_uri[400], to_uri[400], trust[600], extra[200], domain[254];
+	struct subscribe_ctx *sc = calloc(1, sizeof(*sc));
+	if (!sc)
+		return;
+	snprintf(from_uri, sizeof(from_uri), "sip:%s", sub->jid);
+	snprintf(to_uri, sizeof(to_uri), "sip:%s", sub->sip_user);
+	snprintf(extra, sizeof(extra), "Event: presence\r\nAccept: " XMPP_PRESENCE_PIDF_TYPE
+	         "\r\nExpires: %u\r\n", expires);
+	sub->cseq = next_cseq(sub);
+	struct own_request r = {
+		.method = "SUBSCRIBE", .ruri = sub->target, .from_uri = from_uri,
+		.from_tag = sub->local_tag, .to_uri = to_uri, .to_tag = sub->remote_tag,
+		.call_id = sub->call_id, .cseq = sub->cseq, .route = sub->route, .extra = extra,
+	};
+	struct sip_msg *m = build_request(gw, &r);
+	if (!m) {
+		free(sc);
+		return;
+	}
+	sc->gw = gw;
+	sc->ending = expires == 0;
+	snprintf(sc->sip_user, sizeof(sc->sip_user), "%s", sub->sip_user);
+	snprintf(sc->jid, sizeof(sc->jid), "%s", sub->jid);
+	snprintf(sc->call_id, sizeof(sc->call_id), "%s", sub->call_id);
+	if (expires)
+		xmpp_sub_put(gw->subs, sub);
+	bare_domain(sub->jid, domain, sizeof(domain));
+	xmpp_trust(gw, find_partner(gw, domain, strlen(domain)), domain, trust, sizeof(trust));
+	gw->stats.subscribes_out++;
+	if (proxy_originate(gw->proxy, m, trust, subscribe_answered, sc) < 0)
+		free(sc);
+}
+
+/* ---- XMPP -> SIP: presence stanzas ---- */
+
+static void handle_presence(struct xmpp_gw *gw, struct xmpp_xml_elem *st)
+{
+	char jid[XMPP_MAP_JID_MAX], user[XMPP_MAP_JID_MAX], domain[254];
+	const char *from = xmpp_xml_attr(st, "from"), *to = xmpp_xml_attr(st, "to");
+	const char *type = xmpp_xml_attr(st, "type");
+	struct xmpp_sub sub;
+	if (!from || !to || xmpp_map_jid_bare(from, strlen(from), jid, sizeof(jid)) < 0 ||
+	    xmpp_map_jid_bare(to, strlen(to), user, sizeof(user)) < 0 ||
+	    bare_domain(jid, domain, sizeof(domain)) < 0)
+		return; /* presence errors are not answered (RFC 6121 4.3.2) */
+	const struct cfg_xmpp_partner *p = find_partner(gw, domain, strlen(domain));
+	if (!p || strlen(jid) > XMPP_ADDR_MAX || strlen(user) > XMPP_ADDR_MAX)
+		return;
+	gw->stats.presence_in++;
+	enum xmpp_presence_sub ev = xmpp_presence_sub_from_xmpp(type);
+	if (ev == XMPP_PRESENCE_SUB_SUBSCRIBE) {
+		const char *refusal = refusal_of(gw, p, user, jid);
+		if (refusal) {
+			log_info("xmpp: subscription of %s to %s refused: %s", jid, user, refusal);
+			gw->stats.xmpp_refused++;
+			send_presence_type(gw, user, jid, "unsubscribed");
+			return;
+		}
+		if (xmpp_sub_get(gw->subs, XMPP_SUB_XMPP_WATCHES, user, jid, &sub) == 0) {
+			/* Known already: a refresh, and the answer again if it is granted. */
+			if (sub.active)
+				send_presence_type(gw, user, jid, "subscribed");
+			send_subscribe(gw, &sub, XMPP_SUB_EXPIRES);
+			return;
+		}
+		memset(&sub, 0, sizeof(sub));
+		sub.kind = XMPP_SUB_XMPP_WATCHES;
+		snprintf(sub.sip_user, sizeof(sub.sip_user), "%.*s", XMPP_ADDR_MAX, user);
+		snprintf(sub.jid, sizeof(sub.jid), "%.*s", XMPP_ADDR_MAX, jid);
+		random_hex(sub.call_id, 12);
+		strcat(sub.call_id, "-xmpp");
+		random_hex(sub.local_tag, 6);
+		snprintf(sub.target, sizeof(sub.target), "sip:%.*s", XMPP_ADDR_MAX, user);
+		snprintf(sub.holder, sizeof(sub.holder), "%s", gw->node);
+		sub.expires_ms = xmpp_sub_now_ms() + (uint64_t)XMPP_SUB_EXPIRES * 1000;
+		log_info("xmpp: %s asks to watch %s: SUBSCRIBE call-id=%s", jid, user, sub.call_id);
+		send_subscribe(gw, &sub, XMPP_SUB_EXPIRES);
+		return;
+	}
+	if (ev == XMPP_PRESENCE_SUB_UNSUBSCRIBE) {
+		if (xmpp_sub_get(gw->subs, XMPP_SUB_XMPP_WATCHES, user, jid, &sub) == 0) {
+			log_info("xmpp: %s stops watching %s", jid, user);
+			send_subscribe(gw, &sub, 0);
+			xmpp_sub_delete(gw->subs, &sub);
+		}
+		return;
+	}
+	if (ev == XMPP_PRESENCE_SUB_ACCEPTED || ev == XMPP_PRESENCE_SUB_TERMINATED) {
+		if (xmpp_sub_get(gw->subs, XMPP_SUB_SIP_WATCHES, user, jid, &sub) < 0)
+			return;
+		if (ev == XMPP_PRESENCE_SUB_TERMINATED) {
+			log_info("xmpp: %s refused or ended %s's subscription", jid, user);
+			xmpp_sub_delete(gw->subs, &sub);
+			xmpp_sub_disallow(gw->subs, user, jid);
+			send_notify(gw, &sub, "terminated;reason=rejected", NULL);
+			return;
+		}
+		if (!sub.active)
+			log_info("xmpp: %s allowed %s to watch it", jid, user);
+		sub.active = 1;
+		char state[64];
+		active_state(&sub, state, sizeof(state));
+		send_notify(gw, &sub, state, NULL);
+		/* RFC 6121 4.3: the contact's server answers a probe with its presence. */
+		send_presence_type(gw, user, jid, "probe");
+		return;
+	}
+	if (type && strcmp(type, "probe") == 0) {
+		if (xmpp_sub_get(gw->subs, XMPP_SUB_XMPP_WATCHES, user, jid, &sub) == 0 && sub.active)
+			send_subscribe(gw, &sub, XMPP_SUB_EXPIRES); /* its NOTIFY brings the presence */
+		return;
+	}
+	if (type && strcmp(type, "unavailable") != 0)
+		return; /* error, or a type RFC 6121 does not know */
+	if (xmpp_sub_get(gw->subs, XMPP_SUB_SIP_WATCHES, user, jid, &sub) < 0 || !sub.active)
+		return; /* nobody on the SIP side watches it */
+	struct xmpp_presence_pidf pidf = { 0 };
+	int rc = xmpp_presence_to_pidf(st, &pidf);
+	if (rc == 0) {
+		char state[64];
+		active_state(&sub, state, sizeof(state));
+		send_notify(gw, &sub, state, &pidf.doc);
+	} else {
+		log_debug("xmpp: presence of %s for %s not carried: %s", jid, user,
+		          xmpp_presence_strerror(rc));
+	}
+	xmpp_presence_pidf_free(&pidf);
+}
+
 /* ---- SIP -> XMPP ---- */
 
-/* The addr-spec of a From or To header, into out. */
+/* The addr-spec of a From, To or Contact header, into out. */
 static int header_uri(const struct sip_msg *m, enum sip_hdr_id id, char *out, size_t outsz)
 {
 	struct sip_nameaddr na;
@@ -797,62 +1224,223 @@ static int header_uri(const struct sip_msg *m, enum sip_hdr_id id, char *out, si
 	return 0;
 }
 
-static enum xmpp_gw_take answer_now(struct xmpp_gw *gw, unsigned *status, char *warning,
-                                    size_t warnlen, unsigned code, const char *fmt, ...)
-	__attribute__((format(printf, 6, 7)));
+/* The Expires header's value, or def (at most a day). */
+static unsigned expires_of(const struct sip_msg *m, unsigned def)
+{
+	int i = sip_msg_find_name(m, "Expires", 0);
+	if (i < 0)
+		return def;
+	unsigned v = 0;
+	const struct sip_str e = m->hdrs[i].value;
+	for (size_t k = 0; k < e.len && e.s[k] >= '0' && e.s[k] <= '9' && v < 86400; k++)
+		v = v * 10 + (unsigned)(e.s[k] - '0');
+	return v < 86400 ? v : 86400;
+}
 
-static enum xmpp_gw_take answer_now(struct xmpp_gw *gw, unsigned *status, char *warning,
-                                    size_t warnlen, unsigned code, const char *fmt, ...)
+/* A header's value, NUL-terminated into out ("" when absent). */
+static void header_text(const struct sip_msg *m, enum sip_hdr_id id, const char *name, char *out,
+                        size_t len)
+{
+	int i = id != SIP_HDR_OTHER ? sip_msg_find(m, id, 0) : sip_msg_find_name(m, name, 0);
+	out[0] = '\0';
+	if (i >= 0)
+		snprintf(out, len, "%.*s", SPAN(m->hdrs[i].value));
+}
+
+/* "user@domain" of a SIP URI's user and host, lower-cased domain; -1 when it has no user. */
+static int uri_bare(const struct sip_uri *u, char *out, size_t len)
+{
+	if (u->user.len == 0 || u->user.len + u->host.len + 2 > len)
+		return -1;
+	int n = snprintf(out, len, "%.*s@", SPAN(u->user));
+	for (size_t i = 0; i < u->host.len; i++)
+		out[n + (int)i] = (char)tolower((unsigned char)u->host.s[i]);
+	out[n + (int)u->host.len] = '\0';
+	return 0;
+}
+
+static enum xmpp_gw_take answer_now(struct xmpp_gw *gw, struct xmpp_gw_answer *a, unsigned code,
+                                    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static enum xmpp_gw_take answer_now(struct xmpp_gw *gw, struct xmpp_gw_answer *a, unsigned code,
+                                    const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(warning, warnlen, fmt, ap);
+	vsnprintf(gw->warning, sizeof(gw->warning), fmt, ap);
 	va_end(ap);
-	*status = code;
+	a->status = code;
+	a->warning = gw->warning;
 	if (code >= 300)
 		gw->stats.sip_refused++;
 	return XMPP_GW_ANSWERED;
 }
 
-enum xmpp_gw_take xmpp_gw_sip_request(struct xmpp_gw *gw, const struct sip_msg *req,
-                                      xmpp_gw_answer_fn done, void *arg,
-                                      struct xmpp_gw_pending **pending, unsigned *status,
-                                      char *warning, size_t warnlen)
+/* A SIP SUBSCRIBE in one of our SIP_WATCHES dialogs: a refresh, or its end. */
+static enum xmpp_gw_take resubscribed(struct xmpp_gw *gw, struct xmpp_sub *sub,
+                                      const struct sip_msg *req, struct xmpp_gw_answer *a)
 {
-	struct sip_uri ruri, from;
-	char from_uri[XMPP_MAP_URI_MAX], to_uri[XMPP_MAP_URI_MAX];
-	*pending = NULL;
-	warning[0] = '\0';
-	if (sip_uri_parse(req->ruri, &ruri) < 0)
-		return XMPP_GW_NOT_MINE;
-	const struct cfg_xmpp_partner *p = find_partner(gw, ruri.host.s, ruri.host.len);
-	if (!p)
-		return XMPP_GW_NOT_MINE;
-	if (req->method != SIP_MESSAGE)
-		return answer_now(gw, status, warning, warnlen, 488, "XMPP partner %.*s takes instant "
-		                  "messages only", SPAN(ruri.host));
-	if (header_uri(req, SIP_HDR_FROM, from_uri, sizeof(from_uri)) < 0 ||
-	    header_uri(req, SIP_HDR_TO, to_uri, sizeof(to_uri)) < 0) {
-		return answer_now(gw, status, warning, warnlen, 400, "From or To is not a SIP URI");
+	unsigned expires = expires_of(req, XMPP_SUB_EXPIRES);
+	a->status = 200;
+	a->contact = gw->contact;
+	if (expires == 0) {
+		log_info("xmpp: %s stops watching %s", sub->sip_user, sub->jid);
+		a->expires = 0;
+		xmpp_sub_delete(gw->subs, sub);
+		xmpp_sub_disallow(gw->subs, sub->sip_user, sub->jid);
+		send_presence_type(gw, sub->sip_user, sub->jid, "unsubscribe");
+		defer_notify(gw, sub, "terminated;reason=timeout");
+		return XMPP_GW_ANSWERED;
 	}
-	struct sip_str fs = { from_uri, strlen(from_uri) };
-	if (sip_uri_parse(fs, &from) < 0 || !is_our_domain(gw, from.host.s, from.host.len))
-		return answer_now(gw, status, warning, warnlen, 403, "the sender is not a user of an "
-		                  "XMPP domain of this organization");
-	const struct cfg_access_policy *pol = pol_user_policy(gw->cfg, from.user.s, from.user.len,
-	                                                      from.host.s, from.host.len);
-	if (!pol->xmpp)
-		return answer_now(gw, status, warning, warnlen, 403, "external access policy '%s' of "
-		                  "%.*s@%.*s does not permit XMPP access", pol->identity,
-		                  SPAN(from.user), SPAN(from.host));
-	/* RFC 7572 maps From and To; the Request-URI decided the partner. */
-	char ct[128] = "";
+	if (expires > XMPP_SUB_EXPIRES)
+		expires = XMPP_SUB_EXPIRES;
+	a->expires = (int)expires;
+	sub->expires_ms = xmpp_sub_now_ms() + (uint64_t)expires * 1000;
+	xmpp_sub_put(gw->subs, sub);
+	char state[64];
+	active_state(sub, state, sizeof(state));
+	defer_notify(gw, sub, state);
+	if (sub->active)
+		send_presence_type(gw, sub->sip_user, sub->jid, "probe");
+	return XMPP_GW_ANSWERED;
+}
+
+/* A NOTIFY in one of our XMPP_WATCHES dialogs: presence for the XMPP user. */
+static enum xmpp_gw_take notified(struct xmpp_gw *gw, struct xmpp_sub *sub,
+                                  const struct sip_msg *req, struct xmpp_gw_answer *a)
+{
+	char state[128], ct[128], from[XMPP_MAP_URI_MAX], to[XMPP_MAP_URI_MAX];
+	header_text(req, SIP_HDR_OTHER, "Subscription-State", state, sizeof(state));
+	header_text(req, SIP_HDR_CONTENT_TYPE, NULL, ct, sizeof(ct));
+	a->status = 200;
+	gw->stats.notifies_in++;
+	if (!sub->remote_tag[0] && req->from_tag.len < sizeof(sub->remote_tag)) {
+		/* A NOTIFY may come before the 2xx: its From tag is the notifier's. */
+		snprintf(sub->remote_tag, sizeof(sub->remote_tag), "%.*s", SPAN(req->from_tag));
+		xmpp_sub_put(gw->subs, sub);
+	}
+	enum xmpp_presence_sub ev = xmpp_presence_sub_from_sip("NOTIFY", 0, "presence", -1, state);
+	if (ev == XMPP_PRESENCE_SUB_TERMINATED) {
+		log_info("xmpp: %s's watch of %s ended by the SIP side (%s)", sub->jid, sub->sip_user,
+		         state);
+		xmpp_sub_delete(gw->subs, sub);
+		send_presence_type(gw, sub->sip_user, sub->jid, "unsubscribed");
+		return XMPP_GW_ANSWERED;
+	}
+	if (req->body.len == 0 || strncasecmp(ct, XMPP_PRESENCE_PIDF_TYPE,
+	                                      strlen(XMPP_PRESENCE_PIDF_TYPE)) != 0)
+		return XMPP_GW_ANSWERED; /* pending, or no document: nothing to tell */
+	snprintf(from, sizeof(from), "sip:%s", sub->sip_user);
+	snprintf(to, sizeof(to), "sip:%s", sub->jid);
+	struct xmpp_xml_elem *pres = NULL;
+	int rc = xmpp_presence_from_pidf(from, to, req->body.s, req->body.len, &pres);
+	if (rc < 0) {
+		xmpp_xml_free(pres);
+		return answer_now(gw, a, 400, "the presence document cannot be read: %s",
+		                  xmpp_presence_strerror(rc));
+	}
+	char local[254], remote[254];
+	if (bare_domain(sub->sip_user, local, sizeof(local)) == 0 &&
+	    bare_domain(sub->jid, remote, sizeof(remote)) == 0) {
+		gw->stats.presence_out++;
+		out_send_own(gw, local, remote, pres);
+	} else {
+		xmpp_xml_free(pres);
+	}
+	return XMPP_GW_ANSWERED;
+}
+
+/* A request in a dialog of the gateway's (its Contact as the Request-URI). */
+static enum xmpp_gw_take in_dialog(struct xmpp_gw *gw, const struct sip_msg *req,
+                                   struct xmpp_gw_answer *a)
+{
+	char call_id[256];
+	struct xmpp_sub sub;
+	snprintf(call_id, sizeof(call_id), "%.*s", SPAN(req->call_id));
+	if (req->call_id.len >= sizeof(call_id) || xmpp_sub_by_call_id(gw->subs, call_id, &sub) < 0 ||
+	    !sip_str_eq(req->to_tag, sub.local_tag))
+		return answer_now(gw, a, 481, "no such subscription at the XMPP gateway");
+	if (req->method == SIP_SUBSCRIBE && sub.kind == XMPP_SUB_SIP_WATCHES)
+		return resubscribed(gw, &sub, req, a);
+	if (req->method == SIP_NOTIFY && sub.kind == XMPP_SUB_XMPP_WATCHES)
+		return notified(gw, &sub, req, a);
+	a->expires = -1;
+	return answer_now(gw, a, 405, "the XMPP gateway takes only SUBSCRIBE and NOTIFY in its "
+	                  "subscriptions");
+}
+
+/* A SIP SUBSCRIBE to an XMPP contact: the gateway becomes the notifier. */
+static enum xmpp_gw_take subscribe_to_xmpp(struct xmpp_gw *gw, const struct sip_msg *req,
+                                           const char *sip_user, const char *jid,
+                                           struct xmpp_gw_answer *a)
+{
+	char event[64], contact[512];
+	header_text(req, SIP_HDR_EVENT, NULL, event, sizeof(event));
+	if (strncasecmp(event, "presence", 8) != 0 || (event[8] && event[8] != ';' && event[8] != ' '))
+		return answer_now(gw, a, 489, "the XMPP gateway carries the presence event package only");
+	if (header_uri(req, SIP_HDR_CONTACT, contact, sizeof(contact)) < 0)
+		return answer_now(gw, a, 400, "a SUBSCRIBE needs a Contact");
+	unsigned expires = expires_of(req, XMPP_SUB_EXPIRES);
+	if (expires > XMPP_SUB_EXPIRES)
+		expires = XMPP_SUB_EXPIRES;
+	struct xmpp_sub sub;
+	memset(&sub, 0, sizeof(sub));
+	if (xmpp_sub_get(gw->subs, XMPP_SUB_SIP_WATCHES, sip_user, jid, &sub) == 0)
+		xmpp_sub_delete(gw->subs, &sub); /* a new dialog replaces the old one */
+	int active = sub.active;
+	memset(&sub, 0, sizeof(sub));
+	sub.kind = XMPP_SUB_SIP_WATCHES;
+	sub.active = active;
+	snprintf(sub.sip_user, sizeof(sub.sip_user), "%.*s", XMPP_ADDR_MAX, sip_user);
+	snprintf(sub.jid, sizeof(sub.jid), "%.*s", XMPP_ADDR_MAX, jid);
+	if (req->call_id.len >= sizeof(sub.call_id) || req->from_tag.len >= sizeof(sub.remote_tag))
+		return answer_now(gw, a, 400, "Call-ID or From tag too long");
+	snprintf(sub.call_id, sizeof(sub.call_id), "%.*s", SPAN(req->call_id));
+	snprintf(sub.remote_tag, sizeof(sub.remote_tag), "%.*s", SPAN(req->from_tag));
+	random_hex(sub.local_tag, 6);
+	snprintf(sub.target, sizeof(sub.target), "%s", contact);
+	size_t at = 0;
+	for (int i = sip_msg_find(req, SIP_HDR_RECORD_ROUTE, 0); i >= 0;
+	     i = sip_msg_find(req, SIP_HDR_RECORD_ROUTE, i + 1)) {
+		int w = snprintf(sub.route + at, sizeof(sub.route) - at, "%s%.*s", at ? ", " : "",
+		                 SPAN(req->hdrs[i].value));
+		if (w < 0 || (size_t)w >= sizeof(sub.route) - at)
+			return answer_now(gw, a, 500, "the route set is too long");
+		at += (size_t)w;
+	}
+	snprintf(sub.holder, sizeof(sub.holder), "%s", gw->node);
+	sub.expires_ms = xmpp_sub_now_ms() + (uint64_t)expires * 1000;
+	if (xmpp_sub_put(gw->subs, &sub) < 0)
+		return answer_now(gw, a, 503, "the subscription cannot be stored (store full)");
+	xmpp_sub_allow(gw->subs, sip_user, jid, XMPP_PERMIT_TTL_MS);
+	log_info("xmpp: %s asks to watch %s (call-id=%s)", sip_user, jid, sub.call_id);
+	send_presence_type(gw, sip_user, jid, "subscribe");
+	snprintf(gw->to_tag, sizeof(gw->to_tag), "%s", sub.local_tag);
+	a->status = 202;
+	a->to_tag = gw->to_tag;
+	a->contact = gw->contact;
+	a->expires = (int)expires;
+	char state[64];
+	active_state(&sub, state, sizeof(state));
+	defer_notify(gw, &sub, state);
+	return XMPP_GW_ANSWERED;
+}
+
+/* A SIP MESSAGE to an XMPP user. */
+static enum xmpp_gw_take message_to_xmpp(struct xmpp_gw *gw, const struct sip_msg *req,
+                                         const struct cfg_xmpp_partner *p, const char *from_uri,
+                                         const char *local, const char *remote,
+                                         xmpp_gw_answer_fn done, void *arg,
+                                         struct xmpp_gw_pending **pending,
+                                         struct xmpp_gw_answer *a)
+{
+	char ct[128] = "", ruri_text[XMPP_MAP_URI_MAX], callid[256];
 	int cti = sip_msg_find(req, SIP_HDR_CONTENT_TYPE, 0);
 	if (cti >= 0)
 		snprintf(ct, sizeof(ct), "%.*s", SPAN(req->hdrs[cti].value));
-	char ruri_text[XMPP_MAP_URI_MAX], callid[256];
 	snprintf(ruri_text, sizeof(ruri_text), "%.*s", SPAN(req->ruri));
 	snprintf(callid, sizeof(callid), "%.*s", SPAN(req->call_id));
+	/* RFC 7572 maps From and To; the Request-URI decided the partner and is the addressee. */
 	struct xmpp_map_sip_in in = {
 		.from = from_uri,
 		.to = ruri_text,
@@ -864,42 +1452,196 @@ enum xmpp_gw_take xmpp_gw_sip_request(struct xmpp_gw *gw, const struct sip_msg *
 	struct xmpp_xml_elem *stanza = NULL;
 	int rc = xmpp_map_sip_to_message(&in, &stanza);
 	if (rc < 0)
-		return answer_now(gw, status, warning, warnlen, xmpp_map_err_sip_status(rc),
+		return answer_now(gw, a, xmpp_map_err_sip_status(rc),
 		                  "cannot carry this MESSAGE to XMPP: %s", xmpp_map_strerror(rc));
-	char local[254], remote[254];
-	snprintf(local, sizeof(local), "%.*s", SPAN(from.host));
-	snprintf(remote, sizeof(remote), "%.*s", SPAN(ruri.host));
 	struct out_pair *o = out_get(gw, local, remote, p);
 	if (o && o->s && xmpp_s2s_is_ready(o->s) && list_empty(&o->queue)) {
 		/* The stream is up: written now, answered now. */
 		int sent = xmpp_s2s_send(o->s, stanza);
 		xmpp_xml_free(stanza);
 		if (sent < 0)
-			return answer_now(gw, status, warning, warnlen, 500, "the message could not be "
-			                  "written to the XMPP stream to %s", remote);
+			return answer_now(gw, a, 500, "the message could not be written to the XMPP "
+			                  "stream to %s", remote);
 		gw->stats.messages_out++;
-		*status = 200;
+		a->status = 200;
 		return XMPP_GW_ANSWERED;
 	}
 	struct xmpp_gw_pending *h = o ? calloc(1, sizeof(*h)) : NULL;
 	if (!h) {
 		xmpp_xml_free(stanza);
-		return answer_now(gw, status, warning, warnlen, 500, "out of memory");
+		return answer_now(gw, a, 500, "out of memory");
 	}
 	h->q.done = done;
 	h->q.arg = arg;
 	/* The stream is not up: the answer comes from the loop when it is (or fails). */
 	if (!out_send(gw, local, remote, p, stanza, &h->q))
-		return answer_now(gw, status, warning, warnlen, 503, "too many messages wait for the "
-		                  "XMPP stream to %s", remote);
+		return answer_now(gw, a, 503, "too many messages wait for the XMPP stream to %s",
+		                  remote);
 	*pending = h;
 	return XMPP_GW_PENDING;
+}
+
+enum xmpp_gw_take xmpp_gw_sip_request(struct xmpp_gw *gw, const struct sip_msg *req,
+                                      xmpp_gw_answer_fn done, void *arg,
+                                      struct xmpp_gw_pending **pending,
+                                      struct xmpp_gw_answer *a)
+{
+	struct sip_uri ruri, from;
+	char from_uri[XMPP_MAP_URI_MAX], sip_user[XMPP_MAP_JID_MAX], jid[XMPP_MAP_JID_MAX];
+	*pending = NULL;
+	memset(a, 0, sizeof(*a));
+	a->expires = -1;
+	if (sip_uri_parse(req->ruri, &ruri) < 0)
+		return XMPP_GW_NOT_MINE;
+	if (sip_str_eq(ruri.user, XMPP_GW_USER) && sip_str_caseeq(ruri.host, gw->contact_host))
+		return in_dialog(gw, req, a);
+	const struct cfg_xmpp_partner *p = find_partner(gw, ruri.host.s, ruri.host.len);
+	if (!p)
+		return XMPP_GW_NOT_MINE;
+	if (req->method == SIP_OPTIONS) {
+		a->status = 200;
+		return XMPP_GW_ANSWERED;
+	}
+	if (req->method != SIP_MESSAGE && req->method != SIP_SUBSCRIBE)
+		return answer_now(gw, a, 488, "XMPP partner %.*s takes instant messages and presence "
+		                  "only", SPAN(ruri.host));
+	if (req->to_tag.len)
+		return answer_now(gw, a, 481, "no such dialog with XMPP partner %.*s", SPAN(ruri.host));
+	if (header_uri(req, SIP_HDR_FROM, from_uri, sizeof(from_uri)) < 0)
+		return answer_now(gw, a, 400, "From is not a SIP URI");
+	struct sip_str fs = { from_uri, strlen(from_uri) };
+	if (sip_uri_parse(fs, &from) < 0 || !is_our_domain(gw, from.host.s, from.host.len) ||
+	    uri_bare(&from, sip_user, sizeof(sip_user)) < 0)
+		return answer_now(gw, a, 403, "the sender is not a user of an XMPP domain of this "
+		                  "organization");
+	if (xmpp_map_sip_to_jid(req->ruri.s, req->ruri.len, jid, sizeof(jid)) < 0)
+		return answer_now(gw, a, 404, "%.*s cannot be an XMPP address", SPAN(req->ruri));
+	if (strlen(jid) > XMPP_ADDR_MAX || strlen(sip_user) > XMPP_ADDR_MAX)
+		return answer_now(gw, a, 414, "addresses longer than %d bytes are not carried",
+		                  XMPP_ADDR_MAX);
+	const struct cfg_access_policy *pol = pol_user_policy(gw->cfg, from.user.s, from.user.len,
+	                                                      from.host.s, from.host.len);
+	if (!pol->xmpp)
+		return answer_now(gw, a, 403, "external access policy '%s' of %s does not permit XMPP "
+		                  "access", pol->identity, sip_user);
+	if (req->method == SIP_SUBSCRIBE)
+		return subscribe_to_xmpp(gw, req, sip_user, jid, a);
+	char local[254], remote[254];
+	snprintf(local, sizeof(local), "%.*s", SPAN(from.host));
+	snprintf(remote, sizeof(remote), "%.*s", SPAN(ruri.host));
+	return message_to_xmpp(gw, req, p, from_uri, local, remote, done, arg, pending, a);
 }
 
 void xmpp_gw_cancel(struct xmpp_gw_pending *p)
 {
 	if (p)
 		p->q.done = NULL;
+}
+
+/* ---- the pool: refreshes, and what a dead node held ---- */
+
+/* The node that takes over a dead node's work: the live edge with the lowest name. */
+static int we_take_over(struct xmpp_gw *gw, const char *holder)
+{
+	if (!gw->cluster || strcmp(holder, gw->node) == 0)
+		return 0;
+	const struct clu_members *ms = clu_node_members(gw->cluster);
+	const struct clu_member *h = clu_find(ms, holder);
+	if (h && (h->state == CLU_ALIVE || h->state == CLU_SUSPECT))
+		return 0;
+	const char *lowest = gw->node;
+	for (unsigned i = 0; i < clu_count(ms); i++) {
+		const struct clu_member *m = clu_member_at(ms, i);
+		if (m->state == CLU_ALIVE && !m->observer && strcmp(m->name, lowest) < 0)
+			lowest = m->name;
+	}
+	return strcmp(lowest, gw->node) == 0;
+}
+
+struct maint {
+	struct xmpp_gw *gw;
+	struct xmpp_sub *work;         /* watches to refresh or take over */
+	unsigned n, cap;
+	char (*streams)[2][254];       /* streams to open again */
+	unsigned nstreams, stream_cap;
+};
+
+static void maint_watch(void *arg, const struct xmpp_sub *s)
+{
+	struct maint *m = arg;
+	uint64_t now = xmpp_sub_now_ms();
+	int mine = strcmp(s->holder, m->gw->node) == 0;
+	int due = s->kind == XMPP_SUB_XMPP_WATCHES && s->expires_ms < now + XMPP_SUB_REFRESH_MS;
+	int orphan = we_take_over(m->gw, s->holder);
+	if (!((mine && due) || orphan) || m->n >= 1000)
+		return;
+	if (m->n == m->cap) {
+		unsigned cap = m->cap ? 2 * m->cap : 16;
+		struct xmpp_sub *grown = realloc(m->work, cap * sizeof(*grown));
+		if (!grown)
+			return;
+		m->work = grown;
+		m->cap = cap;
+	}
+	m->work[m->n++] = *s;
+}
+
+static void maint_holder(void *arg, const char *local, const char *remote, const char *node)
+{
+	struct maint *m = arg;
+	if (!we_take_over(m->gw, node) || m->nstreams >= 256)
+		return;
+	if (m->nstreams == m->stream_cap) {
+		unsigned cap = m->stream_cap ? 2 * m->stream_cap : 8;
+		char (*grown)[2][254] = realloc(m->streams, cap * sizeof(*grown));
+		if (!grown)
+			return;
+		m->streams = grown;
+		m->stream_cap = cap;
+	}
+	snprintf(m->streams[m->nstreams][0], 254, "%s", local);
+	snprintf(m->streams[m->nstreams][1], 254, "%s", remote);
+	m->nstreams++;
+}
+
+/*
+ * Every MAINT_INTERVAL: refreshes the SIP subscriptions this node holds
+ * that near their end, and takes over those (and the streams) of nodes the
+ * pool knows dead. The store is read first, then changed.
+ */
+static void maint_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct xmpp_gw *gw = w->data;
+	struct maint m = { .gw = gw };
+	xmpp_sub_foreach(gw->subs, maint_watch, &m);
+	xmpp_sub_foreach_holder(gw->subs, maint_holder, &m);
+	for (unsigned i = 0; i < m.n; i++) {
+		struct xmpp_sub *s = &m.work[i];
+		if (strcmp(s->holder, gw->node) != 0) {
+			log_notice("xmpp: taking over %s's %s of %s from %s, which is gone",
+			           s->kind == XMPP_SUB_XMPP_WATCHES ? s->jid : s->sip_user,
+			           "subscription", s->kind == XMPP_SUB_XMPP_WATCHES ? s->sip_user : s->jid,
+			           s->holder);
+			snprintf(s->holder, sizeof(s->holder), "%s", gw->node);
+			gw->stats.takeovers++;
+		}
+		if (s->kind == XMPP_SUB_XMPP_WATCHES)
+			send_subscribe(gw, s, XMPP_SUB_EXPIRES);
+		else
+			xmpp_sub_put(gw->subs, s);
+	}
+	for (unsigned i = 0; i < m.nstreams; i++) {
+		const char *local = m.streams[i][0], *remote = m.streams[i][1];
+		const struct cfg_xmpp_partner *p = find_partner(gw, remote, strlen(remote));
+		if (!p || !is_our_domain(gw, local, strlen(local)))
+			continue;
+		log_notice("xmpp: opening the stream %s -> %s again: its node is gone", local, remote);
+		gw->stats.takeovers++;
+		xmpp_sub_hold(gw->subs, local, remote, gw->node, XMPP_HOLD_TTL_MS);
+		out_get(gw, local, remote, p);
+	}
+	free(m.work);
+	free(m.streams);
 }
 
 /* ---- listeners ---- */
@@ -1019,6 +1761,7 @@ struct xmpp_gw *xmpp_gw_new(struct ev_loop *loop, const struct edge_cfg *cfg, st
 	list_init(&gw->streams);
 	list_init(&gw->outs);
 	list_init(&gw->checks);
+	list_init(&gw->deferred);
 	if (make_tls(cfg, &gw->tls_server, &gw->tls_client, err, errlen) < 0)
 		goto fail;
 	gw->policies = calloc(gw->x->npartners ? gw->x->npartners : 1, sizeof(*gw->policies));
@@ -1046,6 +1789,25 @@ struct xmpp_gw *xmpp_gw_new(struct ev_loop *loop, const struct edge_cfg *cfg, st
 	e->cbs = &s2s_cbs;
 	e->arg = gw;
 	xmpp_s2s_env_init(e);
+	gw->subs = xmpp_sub_store_new(cluster);
+	if (!gw->subs) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	snprintf(gw->node, sizeof(gw->node), "%s", cluster ? clu_node_name(cluster) : "self");
+	/* The pool's internal name when there is one, so that any node takes the dialogs. */
+	const struct cfgu_listen *in = &cfg->internal_listen[0];
+	snprintf(gw->contact_host, sizeof(gw->contact_host), "%s",
+	         cfg->internal_pool_fqdn ? cfg->internal_pool_fqdn : in->address);
+	snprintf(gw->contact, sizeof(gw->contact),
+	         strchr(gw->contact_host, ':') ? "<sip:" XMPP_GW_USER "@[%s]:%u;transport=%s>"
+	                                       : "<sip:" XMPP_GW_USER "@%s:%u;transport=%s>",
+	         gw->contact_host, in->port, in->tls ? "tls" : "tcp");
+	ev_timer_init(&gw->defer_timer, defer_cb, 0, 0);
+	gw->defer_timer.data = gw;
+	ev_timer_init(&gw->maint_timer, maint_cb, MAINT_INTERVAL, MAINT_INTERVAL);
+	gw->maint_timer.data = gw;
+	ev_timer_start(loop, &gw->maint_timer);
 	for (unsigned i = 0; i < gw->x->nlisten; i++) {
 		if (listen_on(gw, &gw->x->listen[i], &gw->listeners[i], err, errlen) < 0)
 			goto fail;
@@ -1064,6 +1826,13 @@ void xmpp_gw_free(struct xmpp_gw *gw)
 	if (!gw)
 		return;
 	gw->closing = 1;
+	ev_timer_stop(gw->loop, &gw->defer_timer);
+	ev_timer_stop(gw->loop, &gw->maint_timer);
+	while (!list_empty(&gw->deferred)) {
+		struct deferred *d = list_entry(gw->deferred.next, struct deferred, link);
+		list_del(&d->link);
+		free(d);
+	}
 	for (unsigned i = 0; i < gw->nlisteners; i++) {
 		ev_io_stop(gw->loop, &gw->listeners[i].io);
 		accept_stop(gw->loop, &gw->listeners[i].rest);
@@ -1087,6 +1856,7 @@ void xmpp_gw_free(struct xmpp_gw *gw)
 	}
 	if (gw->env.cbs)
 		xmpp_s2s_shutdown(&gw->env);
+	xmpp_sub_store_free(gw->subs);
 	free(gw->listeners);
 	free(gw->policies);
 	tls_ctx_free(gw->tls_server);
@@ -1100,10 +1870,14 @@ size_t xmpp_gw_status_json(const struct xmpp_gw *gw, char *buf, size_t len)
 	size_t at = 0;
 	int n = snprintf(buf, len, "{\"streams_in\": %llu, \"streams_out\": %llu, "
 	                 "\"streams_failed\": %llu, \"messages_out\": %llu, \"messages_in\": %llu, "
-	                 "\"errors_out\": %llu, \"sip_refused\": %llu, \"dialback_checks\": %llu, "
-	                 "\"streams\": [", st->streams_in, st->streams_out, st->streams_failed,
-	                 st->messages_out, st->messages_in, st->errors_out, st->sip_refused,
-	                 st->dialback_checks);
+	                 "\"errors_out\": %llu, \"sip_refused\": %llu, \"xmpp_refused\": %llu, "
+	                 "\"dialback_checks\": %llu, \"presence_out\": %llu, \"presence_in\": %llu, "
+	                 "\"notifies_out\": %llu, \"notifies_in\": %llu, \"subscribes_out\": %llu, "
+	                 "\"takeovers\": %llu, \"streams\": [", st->streams_in, st->streams_out,
+	                 st->streams_failed, st->messages_out, st->messages_in, st->errors_out,
+	                 st->sip_refused, st->xmpp_refused, st->dialback_checks, st->presence_out,
+	                 st->presence_in, st->notifies_out, st->notifies_in, st->subscribes_out,
+	                 st->takeovers);
 	if (n < 0 || (size_t)n >= len)
 		return len ? len - 1 : 0;
 	at = (size_t)n;

@@ -52,8 +52,19 @@ void xmpp_gw_free(struct xmpp_gw *gw);
 /* Loads the XMPP TLS material without listening: for `edged -t`. */
 int xmpp_gw_check(const struct edge_cfg *cfg, char *err, size_t errlen);
 
-/* The answer to a SIP request the gateway took; warning may be NULL. */
-typedef void (*xmpp_gw_answer_fn)(void *arg, unsigned status, const char *warning);
+/*
+ * The answer to a SIP request the gateway took. Strings may be NULL and
+ * live until the callback returns (for XMPP_GW_ANSWERED: until the next
+ * call into the gateway).
+ */
+struct xmpp_gw_answer {
+	unsigned status;
+	const char *warning;      /* why, for an error */
+	const char *to_tag;       /* the gateway's tag, for a dialog it begins */
+	const char *contact;      /* a Contact value for the dialog ("<sip:...>") */
+	int expires;              /* an Expires value; -1: none */
+};
+typedef void (*xmpp_gw_answer_fn)(void *arg, const struct xmpp_gw_answer *a);
 
 enum xmpp_gw_take {
 	XMPP_GW_NOT_MINE = 0,  /* not for an XMPP partner: route it as SIP */
@@ -63,13 +74,16 @@ enum xmpp_gw_take {
 
 /*
  * Offers the gateway a request from the internal side (req is only read,
- * during the call). For XMPP_GW_PENDING, *pending is a handle for
- * xmpp_gw_cancel(), which the caller must call if it goes away first.
+ * during the call): requests to an XMPP partner's users, and requests in
+ * the gateway's own dialogs (Request-URI user "xmpp-gw" at the pool). For
+ * XMPP_GW_ANSWERED the answer is in *now; for XMPP_GW_PENDING *pending is a
+ * handle for xmpp_gw_cancel(), which the caller must call if it goes away
+ * first. done is never called before this call returns.
  */
 enum xmpp_gw_take xmpp_gw_sip_request(struct xmpp_gw *gw, const struct sip_msg *req,
                                       xmpp_gw_answer_fn done, void *arg,
-                                      struct xmpp_gw_pending **pending, unsigned *status,
-                                      char *warning, size_t warnlen);
+                                      struct xmpp_gw_pending **pending,
+                                      struct xmpp_gw_answer *now);
 /* The answer of a pending request will not be given (what it sends still goes). */
 void xmpp_gw_cancel(struct xmpp_gw_pending *p);
 
