@@ -1661,6 +1661,8 @@ void proxy_free(struct proxy *px)
 		ev_timer_stop(px->loop, &px->share_timer);
 		clu_node_on_record(px->cluster, NULL, NULL);
 	}
+	/* The gateway first: what fails below must not make it send anything. */
+	xmpp_gw_quiesce(px->gw);
 	/* Connections first: their on_down fails what is pending on them. */
 	conn_mgr_free(px->conns);
 	px->conns = NULL;

@@ -124,6 +124,7 @@ struct gw_stats {
 	unsigned long long subscribes_out;              /* SIP SUBSCRIBEs sent */
 	unsigned long long xmpp_refused;                /* stanzas refused by policy */
 	unsigned long long takeovers;                   /* work taken from dead nodes */
+	unsigned long long presence_unchanged;          /* presence equal to the last NOTIFY's */
 };
 
 struct xmpp_gw {
@@ -148,6 +149,7 @@ struct xmpp_gw {
 	char warning[400];                 /* an answer's text, until the next call */
 	char to_tag[64];                   /* an answer's tag, likewise */
 	struct list_node deferred;         /* struct deferred: NOTIFYs after answers */
+	struct list_node notifiers;        /* struct notifier: dialogs with a NOTIFY under way */
 	ev_timer defer_timer;
 	ev_timer maint_timer;
 	struct gw_stats stats;
@@ -902,37 +904,93 @@ static uint32_t next_cseq(const struct xmpp_sub *sub)
 	return sub->cseq + 1 > by_time ? sub->cseq + 1 : by_time;
 }
 
-struct notify_ctx {
+/*
+ * A dialog with a NOTIFY under way. RFC 6665 4.2.2: no new NOTIFY before
+ * the last one is answered; meanwhile only the latest state waits (a
+ * subscriber wants the present, not the history).
+ */
+struct notifier {
+	struct list_node link;
 	struct xmpp_gw *gw;
 	char call_id[256];
+	int sending;                  /* inside proxy_originate(): an answer waits for its return */
+	int answered;                 /* ... and came: status holds it */
+	unsigned status;
+	int has_next;
+	char next_state[64];
+	struct xmpp_xml_buf next_body;
+	int next_has_body;
 };
+
+static void notifier_send(struct notifier *nf, struct xmpp_sub *sub, const char *state,
+                          const struct xmpp_xml_buf *pidf);
+
+static struct notifier *notifier_find(struct xmpp_gw *gw, const char *call_id)
+{
+	struct list_node *it, *tmp;
+	list_for_each_safe(it, tmp, &gw->notifiers) {
+		struct notifier *nf = list_entry(it, struct notifier, link);
+		if (strcmp(nf->call_id, call_id) == 0)
+			return nf;
+	}
+	return NULL;
+}
+
+static void notifier_free(struct notifier *nf)
+{
+	list_del(&nf->link);
+	xmpp_xml_buf_free(&nf->next_body);
+	free(nf);
+}
+
+/* The answer to a NOTIFY: the dialog may be over; the waiting state goes next. */
+static void notifier_done(struct notifier *nf)
+{
+	struct xmpp_gw *gw = nf->gw;
+	struct xmpp_sub sub;
+	int known = xmpp_sub_by_call_id(gw->subs, nf->call_id, &sub) == 0;
+	/* 481: the subscriber forgot the dialog; the watch is over. */
+	if (known && (nf->status == 481 || nf->status == 404 || nf->status == 410)) {
+		log_info("xmpp: %s no longer watches %s (NOTIFY answered %u)", sub.sip_user, sub.jid,
+		         nf->status);
+		xmpp_sub_delete(gw->subs, &sub);
+		known = 0;
+		nf->has_next = 0;
+	}
+	if (!nf->has_next || gw->closing) {
+		notifier_free(nf);
+		return;
+	}
+	nf->has_next = 0;
+	if (!known) {
+		/* Ended meanwhile: only a final terminated NOTIFY still has a dialog to go in. */
+		notifier_free(nf);
+		return;
+	}
+	struct xmpp_xml_buf body = nf->next_body;
+	int has_body = nf->next_has_body;
+	char state[64];
+	snprintf(state, sizeof(state), "%s", nf->next_state);
+	memset(&nf->next_body, 0, sizeof(nf->next_body));
+	notifier_send(nf, &sub, state, has_body ? &body : NULL);
+	xmpp_xml_buf_free(&body);
+}
 
 static void notify_answered(void *arg, unsigned status, const struct sip_msg *resp)
 {
-	struct notify_ctx *nc = arg;
-	struct xmpp_gw *gw = nc->gw;
-	struct xmpp_sub sub;
-	/* 481: the subscriber forgot the dialog; the watch is over. */
-	if (!gw->closing && (status == 481 || status == 404 || status == 410) &&
-	    xmpp_sub_by_call_id(gw->subs, nc->call_id, &sub) == 0) {
-		log_info("xmpp: %s no longer watches %s (NOTIFY answered %u)", sub.sip_user, sub.jid,
-		         status);
-		xmpp_sub_delete(gw->subs, &sub);
-	}
-	free(nc);
+	struct notifier *nf = arg;
+	nf->status = status;
+	nf->answered = 1;
+	if (!nf->sending)
+		notifier_done(nf);
 }
 
-/*
- * Sends a NOTIFY in a SIP_WATCHES dialog: state is the Subscription-State
- * value; pidf, when not NULL, the body. Stores the dialog's new CSeq.
- */
-static void send_notify(struct xmpp_gw *gw, struct xmpp_sub *sub, const char *state,
-                        const struct xmpp_xml_buf *pidf)
+/* Sends one NOTIFY in nf's dialog now. nf may be freed on return. */
+static void notifier_send(struct notifier *nf, struct xmpp_sub *sub, const char *state,
+                          const struct xmpp_xml_buf *pidf)
 {
+	struct xmpp_gw *gw = nf->gw;
 	char from_uri[400], to_uri[400], trust[600], extra[200], domain[254];
-	struct notify_ctx *nc = calloc(1, sizeof(*nc));
-	if (!nc)
-		return;
 	snprintf(from_uri, sizeof(from_uri), "sip:%s", sub->jid);
 	snprintf(to_uri, sizeof(to_uri), "sip:%s", sub->sip_user);
 	snprintf(extra, sizeof(extra), "Event: presence\r\nSubscription-State: %s\r\n", state);
@@ -946,18 +1004,57 @@ static void send_notify(struct xmpp_gw *gw, struct xmpp_sub *sub, const char *st
 	};
 	struct sip_msg *m = build_request(gw, &r);
 	if (!m) {
-		free(nc);
+		notifier_free(nf);
 		return;
 	}
 	if (strncmp(state, "terminated", 10) != 0)
 		xmpp_sub_put(gw->subs, sub);
-	nc->gw = gw;
-	snprintf(nc->call_id, sizeof(nc->call_id), "%s", sub->call_id);
 	bare_domain(sub->jid, domain, sizeof(domain));
 	xmpp_trust(gw, find_partner(gw, domain, strlen(domain)), domain, trust, sizeof(trust));
 	gw->stats.notifies_out++;
-	if (proxy_originate(gw->proxy, m, trust, notify_answered, nc) < 0)
-		free(nc);
+	nf->sending = 1;
+	nf->answered = 0;
+	int rc = proxy_originate(gw->proxy, m, trust, notify_answered, nf);
+	nf->sending = 0;
+	if (rc < 0)
+		notifier_free(nf);
+	else if (nf->answered)
+		notifier_done(nf);
+}
+
+/*
+ * A NOTIFY in a SIP_WATCHES dialog: state is the Subscription-State value;
+ * pidf, when not NULL, the body. Sent now, or once the one under way in
+ * the dialog is answered. Stores the dialog's new CSeq.
+ */
+static void send_notify(struct xmpp_gw *gw, struct xmpp_sub *sub, const char *state,
+                        const struct xmpp_xml_buf *pidf)
+{
+	struct notifier *nf = notifier_find(gw, sub->call_id);
+	if (nf) {
+		nf->has_next = 1;
+		snprintf(nf->next_state, sizeof(nf->next_state), "%s", state);
+		nf->next_body.len = 0;
+		nf->next_has_body = 0;
+		if (pidf) {
+			char *grown = realloc(nf->next_body.data, pidf->len ? pidf->len : 1);
+			if (!grown)
+				return;
+			nf->next_body.data = grown;
+			nf->next_body.cap = pidf->len ? pidf->len : 1;
+			memcpy(grown, pidf->data, pidf->len);
+			nf->next_body.len = pidf->len;
+			nf->next_has_body = 1;
+		}
+		return;
+	}
+	nf = calloc(1, sizeof(*nf));
+	if (!nf)
+		return;
+	nf->gw = gw;
+	snprintf(nf->call_id, sizeof(nf->call_id), "%s", sub->call_id);
+	list_add_tail(&gw->notifiers, &nf->link);
+	notifier_send(nf, sub, state, pidf);
 }
 
 static void active_state(const struct xmpp_sub *sub, char *out, size_t len)
@@ -1116,6 +1213,15 @@ static void send_subscribe(struct xmpp_gw *gw, struct xmpp_sub *sub, unsigned ex
 
 /* ---- XMPP -> SIP: presence stanzas ---- */
 
+/* FNV-1a, to tell a presence document from the last one sent (never 0). */
+static uint64_t doc_hash(const char *p, size_t n)
+{
+	uint64_t h = 14695981039346656037ull;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)p[i]) * 1099511628211ull;
+	return h ? h : 1;
+}
+
 static void handle_presence(struct xmpp_gw *gw, struct xmpp_xml_elem *st)
 {
 	char jid[XMPP_MAP_JID_MAX], user[XMPP_MAP_JID_MAX], domain[254];
@@ -1199,8 +1305,14 @@ static void handle_presence(struct xmpp_gw *gw, struct xmpp_xml_elem *st)
 		return; /* nobody on the SIP side watches it */
 	struct xmpp_presence_pidf pidf = { 0 };
 	int rc = xmpp_presence_to_pidf(st, &pidf);
-	if (rc == 0) {
+	uint64_t doc = rc == 0 ? doc_hash(pidf.doc.data, pidf.doc.len) : 0;
+	if (rc == 0 && doc == sub.last_doc) {
+		/* The same presence again (a probe's answer, a broadcast): nothing new to tell. */
+		gw->stats.presence_unchanged++;
+	} else if (rc == 0) {
 		char state[64];
+		sub.last_doc = doc;
+		xmpp_sub_put(gw->subs, &sub); /* the next presence compares with this one */
 		active_state(&sub, state, sizeof(state));
 		send_notify(gw, &sub, state, &pidf.doc);
 	} else {
@@ -1296,6 +1408,7 @@ static enum xmpp_gw_take resubscribed(struct xmpp_gw *gw, struct xmpp_sub *sub,
 		expires = XMPP_SUB_EXPIRES;
 	a->expires = (int)expires;
 	sub->expires_ms = xmpp_sub_now_ms() + (uint64_t)expires * 1000;
+	sub->last_doc = 0; /* the probe's answer is the full state the refresh asks for */
 	xmpp_sub_put(gw->subs, sub);
 	char state[64];
 	active_state(sub, state, sizeof(state));
@@ -1762,6 +1875,7 @@ struct xmpp_gw *xmpp_gw_new(struct ev_loop *loop, const struct edge_cfg *cfg, st
 	list_init(&gw->outs);
 	list_init(&gw->checks);
 	list_init(&gw->deferred);
+	list_init(&gw->notifiers);
 	if (make_tls(cfg, &gw->tls_server, &gw->tls_client, err, errlen) < 0)
 		goto fail;
 	gw->policies = calloc(gw->x->npartners ? gw->x->npartners : 1, sizeof(*gw->policies));
@@ -1821,6 +1935,12 @@ fail:
 	return NULL;
 }
 
+void xmpp_gw_quiesce(struct xmpp_gw *gw)
+{
+	if (gw)
+		gw->closing = 1;
+}
+
 void xmpp_gw_free(struct xmpp_gw *gw)
 {
 	if (!gw)
@@ -1833,6 +1953,8 @@ void xmpp_gw_free(struct xmpp_gw *gw)
 		list_del(&d->link);
 		free(d);
 	}
+	while (!list_empty(&gw->notifiers))
+		notifier_free(list_entry(gw->notifiers.next, struct notifier, link));
 	for (unsigned i = 0; i < gw->nlisteners; i++) {
 		ev_io_stop(gw->loop, &gw->listeners[i].io);
 		accept_stop(gw->loop, &gw->listeners[i].rest);
@@ -1873,11 +1995,11 @@ size_t xmpp_gw_status_json(const struct xmpp_gw *gw, char *buf, size_t len)
 	                 "\"errors_out\": %llu, \"sip_refused\": %llu, \"xmpp_refused\": %llu, "
 	                 "\"dialback_checks\": %llu, \"presence_out\": %llu, \"presence_in\": %llu, "
 	                 "\"notifies_out\": %llu, \"notifies_in\": %llu, \"subscribes_out\": %llu, "
-	                 "\"takeovers\": %llu, \"streams\": [", st->streams_in, st->streams_out,
+	                 "\"takeovers\": %llu, \"presence_unchanged\": %llu, \"streams\": [", st->streams_in, st->streams_out,
 	                 st->streams_failed, st->messages_out, st->messages_in, st->errors_out,
 	                 st->sip_refused, st->xmpp_refused, st->dialback_checks, st->presence_out,
 	                 st->presence_in, st->notifies_out, st->notifies_in, st->subscribes_out,
-	                 st->takeovers);
+	                 st->takeovers, st->presence_unchanged);
 	if (n < 0 || (size_t)n >= len)
 		return len ? len - 1 : 0;
 	at = (size_t)n;

@@ -46,6 +46,11 @@ struct clu_node;
 struct xmpp_gw *xmpp_gw_new(struct ev_loop *loop, const struct edge_cfg *cfg, struct proxy *proxy,
                             struct dns_resolver *dns, struct clu_node *cluster,
                             char *err, size_t errlen);
+/*
+ * The proxy is shutting down: from now on the gateway starts nothing (no
+ * SIP request, no stanza) and answers nobody; it only waits to be freed.
+ */
+void xmpp_gw_quiesce(struct xmpp_gw *gw);
 /* Closes every stream and frees the gateway; pending answers are not called. */
 void xmpp_gw_free(struct xmpp_gw *gw);
 

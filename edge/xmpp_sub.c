@@ -12,7 +12,7 @@
 #define OWN_RECORDS 200000
 #define OWN_BYTES (128u << 20)
 #define GRACE_MS 60000ull   /* a watch outlives its expiry by this: a late refresh still finds it */
-#define NFIELDS 12
+#define NFIELDS 13
 
 struct xmpp_sub_store {
 	struct clu_node *cluster;  /* not owned */
@@ -90,10 +90,10 @@ static int key_of(char *key, size_t len, const char *fmt, const char *a, const c
 
 size_t xmpp_sub_encode(const struct xmpp_sub *s, char *buf, size_t len)
 {
-	int n = snprintf(buf, len, "%d\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%u\n%d\n%llu\n%s", (int)s->kind,
-	                 s->sip_user, s->jid, s->call_id, s->local_tag, s->remote_tag, s->target,
-	                 s->route, (unsigned)s->cseq, s->active ? 1 : 0,
-	                 (unsigned long long)s->expires_ms, s->holder);
+	int n = snprintf(buf, len, "%d\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%u\n%d\n%llu\n%s\n%llu",
+	                 (int)s->kind, s->sip_user, s->jid, s->call_id, s->local_tag, s->remote_tag,
+	                 s->target, s->route, (unsigned)s->cseq, s->active ? 1 : 0,
+	                 (unsigned long long)s->expires_ms, s->holder, (unsigned long long)s->last_doc);
 	return n < 0 || (size_t)n >= len ? 0 : (size_t)n;
 }
 
@@ -141,10 +141,11 @@ int xmpp_sub_decode(const char *buf, size_t len, struct xmpp_sub *out)
 	}
 	if (nf != NFIELDS || f[NFIELDS - 1] + flen[NFIELDS - 1] != end)
 		return -1;
-	unsigned long long kind, cseq, active, expires;
+	unsigned long long kind, cseq, active, expires, last_doc;
 	memset(out, 0, sizeof(*out));
 	if (number(f[0], flen[0], 1, &kind) < 0 || number(f[8], flen[8], UINT32_MAX, &cseq) < 0 ||
 	    number(f[9], flen[9], 1, &active) < 0 || number(f[10], flen[10], UINT64_MAX, &expires) < 0 ||
+	    number(f[12], flen[12], UINT64_MAX, &last_doc) < 0 ||
 	    field(f[1], flen[1], out->sip_user, sizeof(out->sip_user)) < 0 || flen[1] == 0 ||
 	    field(f[2], flen[2], out->jid, sizeof(out->jid)) < 0 || flen[2] == 0 ||
 	    field(f[3], flen[3], out->call_id, sizeof(out->call_id)) < 0 || flen[3] == 0 ||
@@ -158,6 +159,7 @@ int xmpp_sub_decode(const char *buf, size_t len, struct xmpp_sub *out)
 	out->cseq = (uint32_t)cseq;
 	out->active = (int)active;
 	out->expires_ms = expires;
+	out->last_doc = last_doc;
 	return 0;
 }
 

@@ -44,6 +44,7 @@ struct xmpp_sub {
 	int active;                 /* authorized (XMPP subscribed / SIP active) */
 	uint64_t expires_ms;        /* wall clock */
 	char holder[64];            /* the node that refreshes it (XMPP_WATCHES) */
+	uint64_t last_doc;          /* hash of the last presence document sent in it (0: none) */
 };
 
 /* Over the cluster's store (not owned), or, cluster NULL, a store of its own. */

@@ -134,3 +134,53 @@ def test_xmpp_message_reaches_sip_user(lab):
     inbound = lab.streams("in")
     assert inbound and inbound[0]["tls"] and inbound[0]["auth"] == "SASL EXTERNAL", inbound
     wait_for(lambda: lab.xmpp_status()["messages_in"] >= 1, 10, "the SIP answer")
+
+
+def test_sip_user_watches_xmpp_contact(lab):
+    """RFC 8048 SIP -> XMPP: alice's SUBSCRIBE becomes a subscription request
+    to juliet; once juliet approves, her presence (away, a status) reaches
+    alice as PIDF in NOTIFYs; alice's Expires: 0 unsubscribes."""
+    trace = lab.tmp / "watch-messages.log"
+    with lab.prosody.client("juliet") as juliet:
+        juliet.send_presence(show="away", status="At the balcony")
+        uac = Sipp(lab.tmp, "uac_xmpp_watch.xml", local=lab.next_hop, remote=lab.internal,
+                   extra=["-key", "from_user", "alice", "-key", "from_domain", CONTOSO,
+                          "-key", "to_user", "juliet", "-key", "to_domain", FABRIKAM,
+                          "-trace_msg", "-message_file", str(trace)]).start()
+        try:
+            juliet.wait_presence("alice@contoso.test", "subscribe", timeout=15)
+            juliet.approve("alice@contoso.test")
+            code, ok, failed = uac.wait(40)
+            assert (code, ok, failed) == (0, 1, 0), f"{uac.output()[-2000:]}\n{lab.edge.log()[-3000:]}"
+            juliet.wait_presence("alice@contoso.test", "unsubscribe", timeout=15)
+        finally:
+            uac.stop()
+    log = trace.read_text(errors="replace")
+    assert "Subscription-State: pending" in log
+    assert re.search(r"Subscription-State: active;expires=\d+", log)
+    assert "<basic>open</basic>" in log and "At the balcony" in log
+    assert re.search(r"<rpid:away\s*/>", log), log[-3000:]
+    assert re.search(r"Subscription-State: terminated", log)
+    st = lab.xmpp_status()
+    assert st["notifies_out"] >= 3 and st["presence_out"] >= 2
+
+
+def test_xmpp_user_watches_sip_user(lab):
+    """RFC 8048 XMPP -> SIP: juliet's subscription request becomes a SIP
+    SUBSCRIBE to alice; its 200 is juliet's 'subscribed', and alice's PIDF
+    (open, busy, a note) reaches juliet as dnd with a status."""
+    uas = Sipp(lab.tmp, "uas_xmpp_watched.xml", local=lab.next_hop,
+               extra=["-s", "alice"]).start()
+    try:
+        with lab.prosody.client("juliet") as juliet:
+            juliet.subscribe("alice@contoso.test")
+            juliet.wait_presence("alice@contoso.test", "subscribed", timeout=15)
+            ptype, show, status = juliet.wait_presence("alice@contoso.test", None, timeout=15,
+                                                       show="dnd")
+            assert status == "In a meeting"
+            code, ok, failed = uas.wait(30)
+        assert (code, ok, failed) == (0, 1, 0), f"{uas.output()[-2000:]}\n{lab.edge.log()[-3000:]}"
+    finally:
+        uas.stop()
+    st = lab.xmpp_status()
+    assert st["subscribes_out"] >= 1 and st["notifies_in"] >= 1
