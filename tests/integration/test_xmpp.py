@@ -184,3 +184,59 @@ def test_xmpp_user_watches_sip_user(lab):
         uas.stop()
     st = lab.xmpp_status()
     assert st["subscribes_out"] >= 1 and st["notifies_in"] >= 1
+
+
+@pytest.fixture(scope="module")
+def strict_lab(tmp_path_factory, pki):
+    """fabrikam.test as a PublicUnverified partner; bob's policy denies XMPP."""
+    policies = [{"identity": "global", "enable_federation_access": True,
+                 "enable_xmpp_access": True},
+                {"identity": "no-xmpp", "users": ["bob@contoso.test"],
+                 "enable_federation_access": True, "enable_xmpp_access": False}]
+    with Lab(tmp_path_factory.mktemp("xmpp-strict"), pki,
+             partner={"partner_type": "PublicUnverified"}, policies=policies) as lab:
+        yield lab
+
+
+def test_policy_denies_xmpp_access(strict_lab):
+    """EnableXmppAccess false: bob's MESSAGE gets 403, and a message to bob an
+    XMPP error; both logged with the policy's reason."""
+    lab = strict_lab
+    code, ok, failed = lab.sip_to_xmpp("bob", "juliet")
+    assert (ok, failed) == (0, 1)
+    assert re.search(r"rejected MESSAGE .* 403 external access policy 'no-xmpp' of "
+                     r"bob@contoso\.test does not permit XMPP", lab.edge.log())
+    with lab.prosody.client("juliet") as juliet:
+        juliet.send_message("bob@contoso.test", "are you there?")
+        m = juliet.wait_message(lambda m: m.type == "error", timeout=15)
+        assert m.from_bare == "bob@contoso.test" and m.error == "service-unavailable", m
+    assert "does not permit XMPP" in lab.edge.log()
+
+
+def test_public_unverified_needs_our_user_first(strict_lab):
+    """PublicUnverified: juliet may write to alice only once alice subscribed to
+    juliet (Lync's rule); before, juliet gets service-unavailable."""
+    lab = strict_lab
+    with lab.prosody.client("juliet") as juliet:
+        juliet.send_message("alice@contoso.test", "first contact")
+        m = juliet.wait_message(lambda m: m.type == "error", timeout=15)
+        assert m.from_bare == "alice@contoso.test" and m.error == "service-unavailable", m
+        assert "has not subscribed to the sender" in lab.edge.log()
+
+        code, ok, failed = run_uac(lab.tmp, "uac_xmpp_subscribe_once.xml",
+                                   local=("127.0.0.1", free_port("127.0.0.1")),
+                                   remote=lab.internal,
+                                   extra=["-key", "from_user", "alice", "-key", "from_domain",
+                                          CONTOSO, "-key", "to_user", "juliet", "-key",
+                                          "to_domain", FABRIKAM])
+        assert (code, ok, failed) == (0, 1, 0), lab.edge.log()[-3000:]
+        juliet.wait_presence("alice@contoso.test", "subscribe", timeout=15)
+
+        uas = lab.uas().start()
+        try:
+            juliet.send_message("alice@contoso.test", "now we know each other")
+            code, ok, failed = uas.wait(30)
+            assert (code, ok, failed) == (0, 1, 0), lab.edge.log()[-3000:]
+        finally:
+            uas.stop()
+    assert "now we know each other" in (lab.tmp / "uas-messages.log").read_text(errors="replace")
