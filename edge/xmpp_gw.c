@@ -1986,8 +1986,16 @@ void xmpp_gw_free(struct xmpp_gw *gw)
 	free(gw);
 }
 
+static void count_watch(void *arg, const struct xmpp_sub *s)
+{
+	unsigned *n = arg;
+	n[s->kind == XMPP_SUB_XMPP_WATCHES]++;
+}
+
 size_t xmpp_gw_status_json(const struct xmpp_gw *gw, char *buf, size_t len)
 {
+	unsigned watches[2] = { 0, 0 };
+	xmpp_sub_foreach(gw->subs, count_watch, watches);
 	const struct gw_stats *st = &gw->stats;
 	size_t at = 0;
 	int n = snprintf(buf, len, "{\"streams_in\": %llu, \"streams_out\": %llu, "
@@ -1995,11 +2003,12 @@ size_t xmpp_gw_status_json(const struct xmpp_gw *gw, char *buf, size_t len)
 	                 "\"errors_out\": %llu, \"sip_refused\": %llu, \"xmpp_refused\": %llu, "
 	                 "\"dialback_checks\": %llu, \"presence_out\": %llu, \"presence_in\": %llu, "
 	                 "\"notifies_out\": %llu, \"notifies_in\": %llu, \"subscribes_out\": %llu, "
-	                 "\"takeovers\": %llu, \"presence_unchanged\": %llu, \"streams\": [", st->streams_in, st->streams_out,
+	                 "\"takeovers\": %llu, \"presence_unchanged\": %llu, "
+	                 "\"watches\": {\"sip\": %u, \"xmpp\": %u}, \"streams\": [", st->streams_in, st->streams_out,
 	                 st->streams_failed, st->messages_out, st->messages_in, st->errors_out,
 	                 st->sip_refused, st->xmpp_refused, st->dialback_checks, st->presence_out,
 	                 st->presence_in, st->notifies_out, st->notifies_in, st->subscribes_out,
-	                 st->takeovers, st->presence_unchanged);
+	                 st->takeovers, st->presence_unchanged, watches[0], watches[1]);
 	if (n < 0 || (size_t)n >= len)
 		return len ? len - 1 : 0;
 	at = (size_t)n;
