@@ -116,7 +116,7 @@ static int number(const char *start, size_t n, unsigned long long max, unsigned 
 		if (start[i] < '0' || start[i] > '9')
 			return -1;
 		unsigned d = (unsigned)(start[i] - '0');
-		if (v > (max - d) / 10)
+		if (d > max || v > (max - d) / 10)
 			return -1;
 		v = v * 10 + d;
 	}
