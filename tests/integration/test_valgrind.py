@@ -127,3 +127,25 @@ def test_cluster_paths_are_valgrind_clean(plain_edged, pki, tmp_path, monkeypatc
         codes = pool.stop_all()
     assert set(codes.values()) <= {0}, "\n".join(e.log()[-4000:] for e in pool.nodes.values())
     assert len(codes) == 2
+
+
+def test_xmpp_paths_are_valgrind_clean(plain_edged, pki, tmp_path, monkeypatch):
+    """The XMPP gateway against a real Prosody under valgrind: streams with
+    TLS and SASL EXTERNAL both ways, a message each way, presence both ways,
+    and the stop with streams open."""
+    from test_xmpp import Lab
+    monkeypatch.setenv("EDGED", plain_edged)
+    with Lab(tmp_path, pki, wrapper=VALGRIND) as lab:
+        with lab.prosody.client("juliet") as juliet:
+            code, ok, failed = lab.sip_to_xmpp("alice", "juliet")
+            assert (ok, failed) == (1, 0), lab.edge.log()[-3000:]
+            juliet.wait_message("alice@contoso.test", timeout=30)
+            uas = lab.uas().start()
+            try:
+                juliet.send_message("alice@contoso.test", "under valgrind")
+                assert uas.wait(60)[1:] == (1, 0), lab.edge.log()[-3000:]
+            finally:
+                uas.stop()
+            juliet.subscribe("alice@contoso.test")
+            wait_for(lambda: lab.xmpp_status()["subscribes_out"] >= 1, 30, "the SUBSCRIBE")
+    # Lab's exit stops the edge and asserts exit code 0: valgrind's 97 on any error.

@@ -22,7 +22,8 @@ CONTOSO, FABRIKAM = "contoso.test", "fabrikam.test"
 class Lab:
     """One federation: BIND, Prosody for fabrikam.test, edged for contoso.test."""
 
-    def __init__(self, tmp, pki, *, partner=None, prosody=None, xmpp=None, policies=None):
+    def __init__(self, tmp, pki, *, partner=None, prosody=None, xmpp=None, policies=None,
+                 wrapper=()):
         self.tmp, self.pki = tmp, pki
         self.internal = ("127.0.0.1", free_port("127.0.0.1"))
         self.next_hop = ("127.0.0.1", free_port("127.0.0.1"))
@@ -34,6 +35,7 @@ class Lab:
         self.prosody_kw = prosody or {}
         self.xmpp_kw = xmpp or {}
         self.policies = policies
+        self.wrapper = list(wrapper)   # e.g. valgrind: the edge runs slower, waits are longer
         self.stack = contextlib.ExitStack()
 
     def __enter__(self):
@@ -62,16 +64,17 @@ class Lab:
                                status_port=self.status_port, dns=self.dns.address,
                                policies=policies,
                                sections={"xmpp": xmpp, "xmpp_partners": [self.partner]})
-            self.edge = Edge(self.tmp, "contoso", text, [self.internal, self.external, self.xmpp])
+            self.edge = Edge(self.tmp, "contoso", text, [self.internal, self.external, self.xmpp],
+                             wrapper=self.wrapper)
             self.stack.callback(self._stop_edge)
-            self.edge.start()
+            self.edge.start(timeout=60 if self.wrapper else 30)
         except BaseException:
             self.stack.close()
             raise
         return self
 
     def _stop_edge(self):
-        code = self.edge.stop()
+        code = self.edge.stop(timeout=60)
         assert code == 0, f"edged did not exit cleanly ({code}):\n{self.edge.log()[-4000:]}"
 
     def __exit__(self, *exc):
