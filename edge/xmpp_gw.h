@@ -1,26 +1,29 @@
 /*
- * xmpp_gw: the XMPP proxy and SIP<->XMPP gateway of edged, as Lync
- * Server 2013's XMPP gateway on the Access Edge: XMPP partners are reached
- * over server-to-server streams (xmpp_s2s.h) on port 5269, and what crosses
- * is translated (xmpp_map.h, RFC 7247 and RFC 7572) so that the
- * organization's own servers speak only SIP.
+ * xmpp_gw: the SIP<->XMPP gateway of edged, as Lync Server 2013's XMPP
+ * gateway: what crosses between the organization's SIP servers and the XMPP
+ * partners (reached through xmpp_proxy.h) is translated, so that the
+ * organization's own servers speak only SIP. Person-to-person IM and
+ * presence, no multiparty (as Lync).
  *
- * SIP -> XMPP: a request from the internal side whose Request-URI names an
- * XMPP partner's domain is the gateway's (xmpp_gw_sip_request()): a MESSAGE
- * becomes a <message type='chat'/> on the stream from our domain to the
- * partner's (opened on demand: the partner's ProxyFqdn or address, else DNS
- * SRV _xmpp-server._tcp.<domain>, else the domain itself, port 5269) and is
- * answered 200 once written on an authenticated stream, or with the error
- * that stopped it.
- *
- * XMPP -> SIP: a stanza from a partner's inbound stream to one of our users
- * goes to the internal next hop as a SIP request (proxy_originate()); a SIP
- * error answer goes back as an XMPP error stanza (RFC 7247 section 6).
- *
- * Policy: only configured XMPP partners (cfg_xmpp_partner) are heard or
- * reached, with their TLS, SASL and dialback settings; our user must have
- * EnableXmppAccess in their external access policy; a PublicUnverified
- * partner's user may write to ours only after ours subscribed to them.
+ * - Messages, RFC 7572 (xmpp_map.h): a SIP MESSAGE to a partner's user
+ *   becomes a <message type='chat'/> and is answered 200 once written on an
+ *   authenticated stream, or with the error that stopped it; an XMPP
+ *   message to one of our users goes to the internal next hop as a SIP
+ *   MESSAGE (proxy_originate()), and a SIP error answer goes back as an
+ *   XMPP error stanza (RFC 7247 section 6).
+ * - Presence, RFC 8048 (xmpp_presence.h): a SIP user's SUBSCRIBE to an
+ *   XMPP contact makes the gateway the notifier (202, NOTIFY pending, then
+ *   active once the contact approves, then PIDF for each presence); an XMPP
+ *   user's subscription request makes the gateway a SIP subscriber (its 200
+ *   is 'subscribed', NOTIFYs become presence), refreshed before it ends.
+ *   Both kinds of dialog live in the pool's store (xmpp_sub.h), with the
+ *   gateway's Contact at the pool's internal name, so any node carries
+ *   them on; a dead node's refreshes and streams are taken over.
+ * - Policy: only configured XMPP partners (cfg_xmpp_partner) are heard or
+ *   reached; our user must have EnableXmppAccess in their external access
+ *   policy; a PublicUnverified partner's user may write to ours, or ask to
+ *   watch them, only after ours subscribed to them; Federated and
+ *   PublicVerified partners may start the conversation.
  */
 #ifndef EDGE_XMPP_GW_H
 #define EDGE_XMPP_GW_H
