@@ -616,18 +616,6 @@ static struct sip_str header_host(const struct sip_msg *m, enum sip_hdr_id id)
 	return host;
 }
 
-/* The Expires header's value, or def. */
-static unsigned expires_of(const struct sip_msg *m, unsigned def)
-{
-	int i = sip_msg_find_name(m, "Expires", 0);
-	if (i < 0)
-		return def;
-	unsigned v = 0;
-	const struct sip_str e = m->hdrs[i].value;
-	for (size_t k = 0; k < e.len && e.s[k] >= '0' && e.s[k] <= '9' && v < 100000000; k++)
-		v = v * 10 + (unsigned)(e.s[k] - '0');
-	return v;
-}
 
 /*
  * The dialog of t's request, as the answer resp shows it: the internal
@@ -679,7 +667,7 @@ static int dialog_answered(struct proxy *px, struct ptx *t, struct sip_msg *resp
 		break;
 	case SIP_SUBSCRIBE:
 	case SIP_REFER:
-		ttl = expires_of(resp, expires_of(req, SUBSCRIPTION_DEFAULT_S)) * 1000ull;
+		ttl = sip_msg_expires(resp, sip_msg_expires(req, SUBSCRIPTION_DEFAULT_S)) * 1000ull;
 		if (ttl == 0) {
 			dlg_end(px->dialogs, req->call_id, tag);
 			return 0;

@@ -1246,3 +1246,15 @@ int sip_uri_host_of(struct sip_str nameaddr_or_uri, struct sip_str *host)
 	*host = u.host;
 	return 0;
 }
+
+unsigned sip_msg_expires(const struct sip_msg *m, unsigned def)
+{
+	int i = sip_msg_find_name(m, "Expires", 0);
+	if (i < 0)
+		return def;
+	unsigned v = 0;
+	const struct sip_str e = m->hdrs[i].value;
+	for (size_t k = 0; k < e.len && e.s[k] >= '0' && e.s[k] <= '9' && v < 100000000; k++)
+		v = v * 10 + (unsigned)(e.s[k] - '0');
+	return v;
+}

@@ -282,5 +282,7 @@ int sip_param_get(struct sip_str params, const char *name, struct sip_str *value
 
 /* "domain" of a SIP URI in a From/To/R-URI value: host of the URI. */
 int sip_uri_host_of(struct sip_str nameaddr_or_uri, struct sip_str *host);
+/* The Expires header's delta-seconds (at most 100000000), or def when absent. */
+unsigned sip_msg_expires(const struct sip_msg *m, unsigned def);
 
 #endif

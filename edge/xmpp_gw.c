@@ -748,17 +748,11 @@ static int header_uri(const struct sip_msg *m, enum sip_hdr_id id, char *out, si
 	return 0;
 }
 
-/* The Expires header's value, or def (at most a day). */
+/* The Expires header's value, or def; never more than a subscription lasts here. */
 static unsigned expires_of(const struct sip_msg *m, unsigned def)
 {
-	int i = sip_msg_find_name(m, "Expires", 0);
-	if (i < 0)
-		return def;
-	unsigned v = 0;
-	const struct sip_str e = m->hdrs[i].value;
-	for (size_t k = 0; k < e.len && e.s[k] >= '0' && e.s[k] <= '9' && v < 86400; k++)
-		v = v * 10 + (unsigned)(e.s[k] - '0');
-	return v < 86400 ? v : 86400;
+	unsigned v = sip_msg_expires(m, def);
+	return v < XMPP_SUB_EXPIRES ? v : XMPP_SUB_EXPIRES;
 }
 
 /* A header's value, NUL-terminated into out ("" when absent). */
@@ -816,8 +810,6 @@ static enum xmpp_gw_take resubscribed(struct xmpp_gw *gw, struct xmpp_sub *sub,
 		defer_notify(gw, sub, "terminated;reason=timeout");
 		return XMPP_GW_ANSWERED;
 	}
-	if (expires > XMPP_SUB_EXPIRES)
-		expires = XMPP_SUB_EXPIRES;
 	a->expires = (int)expires;
 	sub->expires_ms = xmpp_sub_now_ms() + (uint64_t)expires * 1000;
 	sub->last_doc = 0; /* the probe's answer is the full state the refresh asks for */
@@ -906,8 +898,6 @@ static enum xmpp_gw_take subscribe_to_xmpp(struct xmpp_gw *gw, const struct sip_
 	if (header_uri(req, SIP_HDR_CONTACT, contact, sizeof(contact)) < 0)
 		return answer_now(gw, a, 400, "a SUBSCRIBE needs a Contact");
 	unsigned expires = expires_of(req, XMPP_SUB_EXPIRES);
-	if (expires > XMPP_SUB_EXPIRES)
-		expires = XMPP_SUB_EXPIRES;
 	struct xmpp_sub sub;
 	memset(&sub, 0, sizeof(sub));
 	if (xmpp_sub_get(gw->subs, XMPP_SUB_SIP_WATCHES, sip_user, jid, &sub) == 0)
