@@ -1168,6 +1168,36 @@ static void maint_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	free(m.streams);
 }
 
+/*
+ * An iq: the gateway carries no iq to SIP (IM and presence only, as Lync's),
+ * but a get or set is always answered (RFC 6120 8.2.3): a ping of one of our
+ * domains (XEP-0199, which servers use to check a stream) with a result,
+ * anything else with service-unavailable. Results and errors are dropped.
+ */
+static void handle_iq(struct xmpp_gw *gw, struct xmpp_xml_elem *st)
+{
+	const char *type = xmpp_xml_attr(st, "type"), *from = xmpp_xml_attr(st, "from");
+	const char *to = xmpp_xml_attr(st, "to"), *id = xmpp_xml_attr(st, "id");
+	char local[254], remote[254];
+	if (!type || (strcmp(type, "get") != 0 && strcmp(type, "set") != 0) || !id ||
+	    bare_domain(to, local, sizeof(local)) < 0 || bare_domain(from, remote, sizeof(remote)) < 0)
+		return;
+	if (strcmp(type, "get") == 0 && !strchr(to, '@') &&
+	    xmpp_xml_child(st, NULL, "ping", "urn:xmpp:ping")) {
+		struct xmpp_xml_elem *r = xmpp_xml_new("iq", XMPP_XML_NS_SERVER);
+		if (!r || xmpp_xml_set_attr(r, "from", NULL, to) < 0 ||
+		    xmpp_xml_set_attr(r, "to", NULL, from) < 0 ||
+		    xmpp_xml_set_attr(r, "id", NULL, id) < 0 ||
+		    xmpp_xml_set_attr(r, "type", NULL, "result") < 0) {
+			xmpp_xml_free(r);
+			return;
+		}
+		xmpp_proxy_send(gw->xp, local, remote, r, NULL, NULL, NULL);
+		return;
+	}
+	send_error(gw, "iq", from, to, id, "service-unavailable");
+}
+
 /* A stanza from a partner's authenticated stream. */
 static void on_stanza(void *arg, struct xmpp_xml_elem *st)
 {
@@ -1176,7 +1206,8 @@ static void on_stanza(void *arg, struct xmpp_xml_elem *st)
 		handle_message(gw, st);
 	else if (strcmp(st->name, "presence") == 0)
 		handle_presence(gw, st);
-	/* iq: not carried (person-to-person IM and presence only, as Lync's gateway). */
+	else
+		handle_iq(gw, st);
 }
 
 int xmpp_gw_check(const struct edge_cfg *cfg, char *err, size_t errlen)

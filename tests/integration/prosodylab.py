@@ -686,6 +686,11 @@ class XmppClient:
                                 f"subscription={subscription}")
             time.sleep(0.1)
 
+    def iq_get(self, to, xml, timeout=None):
+        """Sends <iq type='get'> with one child (raw XML) to `to`; returns
+        {"type": "result" or "error", "condition": the error's or None}."""
+        return self._call("iq_get", to=to, xml=xml, timeout=timeout or self.timeout)
+
     def send_raw(self, xml):
         """Sends raw XML on the stream (for stanzas slixmpp would not build)."""
         return self._call("send_raw", xml=xml)
@@ -856,6 +861,18 @@ async def run(cmd):
                                  "ask": it.get("ask") or None, "name": it.get("name") or None,
                                  "groups": list(it.get("groups") or [])}
                 for j, it in res["roster"]["items"].items()}
+    if op == "iq_get":
+        # An iq get with one child element (raw XML) to `to`: its answer's type and
+        # error condition. An error answer is a result here, not an exception.
+        from slixmpp.exceptions import IqError
+        from xml.etree import ElementTree as ET
+        iq = xmpp.Iq(stype="get", sto=cmd["to"])
+        iq.append(ET.fromstring(cmd["xml"]))
+        try:
+            res = await iq.send(timeout=t)
+            return {"type": res["type"], "condition": None}
+        except IqError as e:
+            return {"type": "error", "condition": e.iq["error"]["condition"]}
     if op == "disconnect":
         await asyncio.wait_for(xmpp.disconnect(wait=min(t, 2.0)), t)
         loop.call_later(0.05, loop.stop)

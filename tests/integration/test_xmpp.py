@@ -243,3 +243,13 @@ def test_public_unverified_needs_our_user_first(strict_lab):
         finally:
             uas.stop()
     assert "now we know each other" in (lab.tmp / "uas-messages.log").read_text(errors="replace")
+
+
+def test_iq_is_answered(lab):
+    """The gateway carries no iq, but answers every get: a ping of our domain
+    (XEP-0199) with a result, anything else with service-unavailable."""
+    with lab.prosody.client("juliet") as juliet:
+        assert juliet.iq_get(CONTOSO, "<ping xmlns='urn:xmpp:ping'/>") == \
+            {"type": "result", "condition": None}
+        assert juliet.iq_get("alice@contoso.test", "<query xmlns='jabber:iq:version'/>") == \
+            {"type": "error", "condition": "service-unavailable"}
