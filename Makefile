@@ -150,6 +150,9 @@ FUZZ_LINK_fuzz_xmpp_presence := edge/xmpp_presence.c edge/xmpp_xml.c edge/xmpp_m
 FUZZ_LIBS_fuzz_xmpp_presence := $(shell $(PKG_CONFIG) --libs expat 2>/dev/null)
 FUZZ_LINK_fuzz_xmpp_sub := edge/xmpp_sub.c cluster/clu_store.c common/htab.c
 FUZZ_LIBS_fuzz_xmpp_sub := -lev
+FUZZ_LINK_fuzz_xmpp_s2s := edge/xmpp_s2s.c edge/xmpp_xml.c edge/domain.c edge/xprt_tcp.c \
+	edge/tls.c common/sockaddr.c
+FUZZ_LIBS_fuzz_xmpp_s2s := $(shell $(PKG_CONFIG) --libs expat libssl libcrypto 2>/dev/null) -lev
 FUZZ_LINK_fuzz_dns_answer := edge/dns_msg.c
 FUZZ_LIBS_fuzz_dns_answer := -lcares
 FUZZ_LINK_fuzz_bal_dns := balancer/bal_dns.c

@@ -126,7 +126,7 @@ struct cfg_xmpp_partner {
 	enum cfg_xmpp_nego sasl;            /* SaslNegotiation (SASL EXTERNAL) */
 	int dialback;                       /* SupportDialbackNegotiation (default true) */
 	int keepalive;                      /* EnableKeepAlive (default true) */
-	unsigned connection_limit;          /* ConnectionLimit: streams at once with it (10) */
+	unsigned connection_limit;          /* ConnectionLimit: its streams into us at once (10) */
 	/* ProxyFqdn: its server, whose certificate must name the domain; fqdn
 	 * NULL: DNS SRV _xmpp-server._tcp.<domain>, else the domain itself. */
 	struct cfg_server server;

@@ -81,7 +81,7 @@ struct db_check {
 	struct xmpp_proxy *px;
 	struct xmpp_s2s *in;              /* the stream that got the key; NULL once gone */
 	struct xmpp_s2s *v;               /* the verify stream; NULL while resolving */
-	char local[254], remote[254], id[128], key[XMPP_S2S_DB_KEY_LEN + 1];
+	char local[254], remote[254], id[128], key[XMPP_S2S_DB_KEY_MAX + 1];
 	struct resolve res;
 };
 
@@ -158,13 +158,14 @@ static const struct xmpp_s2s_policy *policy_of(const struct xmpp_proxy *px,
 	return &px->policies[p - px->x->partners];
 }
 
-static unsigned streams_with(const struct xmpp_proxy *px, const struct cfg_xmpp_partner *p)
+/* The partner's streams into us that are still up (ours to it do not count). */
+static unsigned streams_from(const struct xmpp_proxy *px, const struct cfg_xmpp_partner *p)
 {
 	unsigned n = 0;
 	struct list_node *it, *tmp;
 	list_for_each_safe(it, tmp, &px->streams) {
 		struct stream_link *l = list_entry(it, struct stream_link, link);
-		n += l->partner == p;
+		n += l->partner == p && !xmpp_s2s_is_outbound(l->s) && !xmpp_s2s_is_closing(l->s);
 	}
 	return n;
 }
@@ -485,8 +486,11 @@ static void check_resolved(struct resolve *r, const char *error)
 	                        policy_of(px, r->partner), XMPP_S2S_VERIFY, err, sizeof(err));
 	struct stream_link *l = c->v ? link_stream(px, c->v, r->partner) : NULL;
 	if (!l || xmpp_s2s_verify_key(c->v, c->id, c->key) < 0) {
-		if (c->v && !l)
+		if (c->v) {
+			if (l)
+				l->check = NULL;
 			xmpp_s2s_close(c->v, XMPP_XML_COND_NONE, "out of memory");
+		}
 		c->v = NULL;
 		check_verdict(c, 0, l ? "out of memory" : err);
 		return;
@@ -511,7 +515,7 @@ static const struct xmpp_s2s_policy *on_partner(void *arg, struct xmpp_s2s *s, c
 		return NULL;
 	}
 	if (l && !l->partner) {
-		if (streams_with(px, p) >= p->connection_limit) {
+		if (streams_from(px, p) >= p->connection_limit) {
 			log_notice("xmpp: stream from %s (%s) refused: its connection limit (%u) is reached",
 			           remote, xmpp_s2s_peer(s), p->connection_limit);
 			*cond = XMPP_XML_COND_POLICY_VIOLATION;
@@ -549,7 +553,7 @@ static void on_verify(void *arg, struct xmpp_s2s *s, const char *local, const ch
 	snprintf(c->local, sizeof(c->local), "%s", local);
 	snprintf(c->remote, sizeof(c->remote), "%s", remote);
 	snprintf(c->id, sizeof(c->id), "%s", id);
-	snprintf(c->key, sizeof(c->key), "%.*s", XMPP_S2S_DB_KEY_LEN, key);
+	snprintf(c->key, sizeof(c->key), "%.*s", XMPP_S2S_DB_KEY_MAX, key);
 	list_add_tail(&px->checks, &c->link);
 	c->res.px = px;
 	c->res.partner = p;

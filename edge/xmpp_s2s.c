@@ -46,7 +46,7 @@ struct pair {
 
 struct verify_req {
 	char id[128];
-	char key[XMPP_S2S_DB_KEY_LEN + 1];
+	char key[XMPP_S2S_DB_KEY_MAX + 1];
 };
 
 struct xmpp_s2s {
@@ -70,6 +70,7 @@ struct xmpp_s2s {
 	int shut;                     /* our direction is shut */
 	int served_verify;            /* answered a db:verify (authoritative role) */
 	int peer_closed;              /* the peer's </stream:stream> came while we were closing */
+	unsigned bad_keys;            /* dialback keys refused on this stream */
 	enum xmpp_s2s_mode mode;
 	enum xmpp_s2s_auth auth;
 	struct xmpp_s2s_policy policy;
@@ -83,6 +84,7 @@ struct xmpp_s2s {
 	unsigned npairs;
 	struct verify_req *verifies;  /* verify mode: keys not sent yet */
 	unsigned nverifies;
+	unsigned verifies_due;        /* verify mode: keys sent, not answered yet */
 	ev_tstamp last_sent, last_stanza;
 	int failed;
 	char why[256];
@@ -297,9 +299,12 @@ static void stream_free(struct xmpp_s2s *s)
 	free(s);
 }
 
+/* From the loop, never inside a call into this module: on_down, then the free. */
 static void reaper_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	stream_free(w->data);
+	struct xmpp_s2s *s = w->data;
+	s->env->cbs->on_down(s->env->arg, s, s->failed, s->why[0] ? s->why : "closed");
+	stream_free(s);
 }
 
 void xmpp_s2s_env_init(struct xmpp_s2s_env *env)
@@ -326,7 +331,13 @@ void xmpp_s2s_shutdown(struct xmpp_s2s_env *env)
 	}
 }
 
-/* The end: on_down once, then the reaper frees the stream. */
+/*
+ * The end: the reaper calls on_down, then frees the stream. Never on_down
+ * from here: finish() runs inside the owner's own calls (a send whose
+ * write fails, a dialback verdict, a close) and inside other streams'
+ * callbacks, where the owner cannot have the stream, or what it hangs on
+ * it, freed under its feet.
+ */
 static void finish(struct xmpp_s2s *s)
 {
 	if (s->st == ST_DEAD)
@@ -336,7 +347,6 @@ static void finish(struct xmpp_s2s *s)
 	ev_timer_stop(s->env->loop, &s->timer);
 	ev_timer_set(&s->reaper, 0, 0);
 	ev_timer_start(s->env->loop, &s->reaper);
-	s->env->cbs->on_down(s->env->arg, s, s->failed, s->why[0] ? s->why : "closed");
 }
 
 /* Closing: once our end is written, shut our direction; done when the peer's end came. */
@@ -400,6 +410,21 @@ void xmpp_s2s_close(struct xmpp_s2s *s, enum xmpp_xml_cond cond, const char *tex
 	begin_close(s, cond, text);
 }
 
+/*
+ * Whether the stream has authenticated: an outbound one once ready, an
+ * inbound one once any of its pairs has (the first pair may still wait
+ * for its dialback verdict while a later one is through).
+ */
+static int authenticated(const struct xmpp_s2s *s)
+{
+	if (s->outbound)
+		return s->st == ST_READY;
+	for (unsigned i = 0; i < s->npairs; i++)
+		if (s->pairs[i].auth)
+			return 1;
+	return 0;
+}
+
 /* ---- timers ---- */
 
 static void arm_tick(struct xmpp_s2s *s)
@@ -426,8 +451,12 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		finish(s);
 		return;
 	}
-	int ready = s->outbound ? s->st == ST_READY : s->npairs > 0 && s->pairs[0].auth;
-	if (!ready) {
+	if (s->verifies_due) {
+		fail(s, XMPP_XML_COND_CONNECTION_TIMEOUT, "%s did not answer a dialback verification "
+		     "within %.0f s", s->remote, e->negotiate_timeout);
+		return;
+	}
+	if (!authenticated(s)) {
 		if (!s->outbound && s->served_verify) {
 			snprintf(s->why, sizeof(s->why), "dialback verification stream done");
 			begin_close(s, XMPP_XML_COND_NONE, NULL);
@@ -465,6 +494,13 @@ static void send_verifies(struct xmpp_s2s *s)
 		}
 		xmpp_xml_free(v);
 	}
+	if (s->nverifies) {
+		/* The answers are due within a negotiation's time, not an idle stream's. */
+		s->verifies_due += s->nverifies;
+		ev_timer_stop(s->env->loop, &s->timer);
+		ev_timer_set(&s->timer, s->env->negotiate_timeout, 0);
+		ev_timer_start(s->env->loop, &s->timer);
+	}
 	s->nverifies = 0;
 }
 
@@ -483,7 +519,7 @@ static void outbound_ready(struct xmpp_s2s *s, enum xmpp_s2s_auth how)
 
 static void pair_ready(struct xmpp_s2s *s, struct pair *p, enum xmpp_s2s_auth how)
 {
-	int first = !(s->npairs && s->pairs[0].auth);
+	int first = !authenticated(s);
 	p->auth = how;
 	if (s->auth == XMPP_S2S_AUTH_NONE)
 		s->auth = how;
@@ -500,6 +536,21 @@ static struct pair *find_pair(struct xmpp_s2s *s, const char *local, const char 
 		if (strcmp(s->pairs[i].local, local) == 0 && strcmp(s->pairs[i].remote, remote) == 0)
 			return &s->pairs[i];
 	return NULL;
+}
+
+/*
+ * A stream restart (STARTTLS, SASL success) forgets the keys still being
+ * checked (RFC 6120 4.3.3: nothing of the old stream carries over): their
+ * verdicts, when they come, find no pair and are dropped, instead of being
+ * written before our new header or into the TLS handshake.
+ */
+static void drop_pending_pairs(struct xmpp_s2s *s)
+{
+	unsigned kept = 0;
+	for (unsigned i = 0; i < s->npairs; i++)
+		if (s->pairs[i].auth)
+			s->pairs[kept++] = s->pairs[i];
+	s->npairs = kept;
 }
 
 static struct pair *add_pair(struct xmpp_s2s *s, const char *local, const char *remote)
@@ -684,6 +735,8 @@ static int outbound_element(struct xmpp_s2s *s, struct xmpp_xml_elem *el)
 		if (s->mode == XMPP_S2S_VERIFY && strcmp(ns, XMPP_XML_NS_DIALBACK) == 0 &&
 		    strcmp(el->name, "verify") == 0) {
 			const char *type = xmpp_xml_attr(el, "type"), *id = xmpp_xml_attr(el, "id");
+			if (s->verifies_due && --s->verifies_due == 0)
+				arm_tick(s);
 			s->env->cbs->on_verified(s->env->arg, s, s->local, s->remote, id ? id : "",
 			                         type && strcmp(type, "valid") == 0);
 			return s->st >= ST_CLOSING;
@@ -821,6 +874,7 @@ static int inbound_auth(struct xmpp_s2s *s, const struct xmpp_xml_elem *el)
 		}
 	}
 	out_str(s, "<success xmlns='" XMPP_XML_NS_SASL "'/>");
+	drop_pending_pairs(s);
 	s->sasl_done = 1;
 	s->restart = 1;
 	s->header_sent = 0;
@@ -867,6 +921,8 @@ static void inbound_db_result(struct xmpp_s2s *s, const struct xmpp_xml_elem *el
 		db_answer(s, "result", local, remote, NULL, "valid");
 		return;
 	}
+	if (pr)
+		return; /* its key is being checked already: that verdict answers */
 	pr = add_pair(s, local, remote);
 	if (!pr) {
 		fail(s, XMPP_XML_COND_RESOURCE_CONSTRAINT, "more than %d domain pairs on one stream",
@@ -881,7 +937,7 @@ static void inbound_db_result(struct xmpp_s2s *s, const struct xmpp_xml_elem *el
 	}
 	size_t len = 0;
 	const char *key = xmpp_xml_text(el, &len);
-	if (!key || len == 0 || len > 1024) {
+	if (!key || len == 0 || len > XMPP_S2S_DB_KEY_MAX) {
 		db_answer(s, "result", local, remote, NULL, "invalid");
 		return;
 	}
@@ -924,7 +980,8 @@ static int inbound_stanza(struct xmpp_s2s *s, struct xmpp_xml_elem *el)
 	}
 	struct pair *p = find_pair(s, to, from);
 	if (!p || !p->auth) {
-		fail(s, s->npairs ? XMPP_XML_COND_INVALID_FROM : XMPP_XML_COND_NOT_AUTHORIZED,
+		/* RFC 6120 4.9.3.12 before any authentication, 4.9.3.9 for a pair it lacks. */
+		fail(s, authenticated(s) ? XMPP_XML_COND_INVALID_FROM : XMPP_XML_COND_NOT_AUTHORIZED,
 		     "a <%s/> from %s to %s, which this stream has not authenticated", el->name,
 		     from, to);
 		return 1;
@@ -946,6 +1003,7 @@ static int inbound_element(struct xmpp_s2s *s, struct xmpp_xml_elem *el)
 			return 1;
 		}
 		out_str(s, "<proceed xmlns='" XMPP_XML_NS_TLS "'/>");
+		drop_pending_pairs(s);
 		s->st = ST_TLS_WAIT;
 		return 1;
 	}
@@ -1029,6 +1087,7 @@ static void on_close(void *arg)
 		snprintf(s->why, sizeof(s->why), "closed by the peer");
 	if (s->outbound && s->st != ST_READY)
 		s->failed = 1;
+	s->peer_closed = 1; /* done once our end is written, not at the linger's end */
 	begin_close(s, XMPP_XML_COND_NONE, NULL);
 }
 
@@ -1134,6 +1193,10 @@ static void read_step(struct xmpp_s2s *s)
 				         ? "connection closed without </stream:stream>" : s->x->error);
 				s->failed = 1;
 			}
+			/* A target that hung up before its stream header gives way to the next. */
+			if (s->outbound && s->st == ST_HEADER && !s->tls && !s->id[0] &&
+			    next_target(s) == 0)
+				return;
 			finish(s);
 			return;
 		}
@@ -1360,15 +1423,16 @@ int xmpp_s2s_send(struct xmpp_s2s *s, const struct xmpp_xml_elem *stanza)
 	if (out_elem(s, stanza) < 0)
 		return -1;
 	s->last_stanza = ev_now(s->env->loop);
-	if (flush(s) == 0)
-		update_io(s);
+	if (flush(s) < 0)
+		return -1; /* the stream failed writing it: on_down follows from the loop */
+	update_io(s);
 	return 0;
 }
 
 int xmpp_s2s_verify_key(struct xmpp_s2s *s, const char *id, const char *key)
 {
 	if (s->st >= ST_CLOSING || s->mode != XMPP_S2S_VERIFY || s->nverifies >= MAX_VERIFY_QUEUE ||
-	    strlen(id) >= sizeof(s->verifies[0].id) || strlen(key) > XMPP_S2S_DB_KEY_LEN)
+	    strlen(id) >= sizeof(s->verifies[0].id) || strlen(key) > XMPP_S2S_DB_KEY_MAX)
 		return -1;
 	struct verify_req *grown = realloc(s->verifies, (s->nverifies + 1) * sizeof(*grown));
 	if (!grown)
@@ -1388,12 +1452,17 @@ int xmpp_s2s_verify_key(struct xmpp_s2s *s, const char *id, const char *key)
 void xmpp_s2s_dialback_verdict(struct xmpp_s2s *s, const char *local, const char *remote,
                                int valid)
 {
-	struct pair *p = find_pair(s, local, remote);
-	if (!p || p->auth || s->st >= ST_CLOSING)
-		return;
+	struct pair *p = s->outbound ? NULL : find_pair(s, local, remote);
+	if (!p || p->auth || s->st != ST_OPEN)
+		return; /* gone, answered, or the stream is restarting or ending */
 	db_answer(s, "result", local, remote, NULL, valid ? "valid" : "invalid");
 	if (valid) {
 		pair_ready(s, p, XMPP_S2S_AUTH_DIALBACK);
+	} else if (++s->bad_keys >= XMPP_S2S_BAD_KEYS) {
+		/* Each key costs a connection to the sender's authoritative server: not forever. */
+		fail(s, XMPP_XML_COND_NOT_AUTHORIZED, "%u dialback keys refused on one stream",
+		     s->bad_keys);
+		return;
 	} else {
 		/* Forget it: the peer may try again on this stream. */
 		*p = s->pairs[--s->npairs];
@@ -1409,7 +1478,12 @@ int xmpp_s2s_is_outbound(const struct xmpp_s2s *s)
 
 int xmpp_s2s_is_ready(const struct xmpp_s2s *s)
 {
-	return s->outbound ? s->st == ST_READY : s->npairs > 0 && s->pairs[0].auth;
+	return s->st < ST_CLOSING && authenticated(s);
+}
+
+int xmpp_s2s_is_closing(const struct xmpp_s2s *s)
+{
+	return s->st >= ST_CLOSING;
 }
 
 int xmpp_s2s_is_tls(const struct xmpp_s2s *s)

@@ -19,8 +19,12 @@
  *   making the key again.
  *
  * Lifetime: streams are freed by this module, never inside one of their
- * own callbacks. on_down is the last callback of a stream; its pointer is
- * valid until that callback returns, so the owner forgets it there.
+ * own callbacks. on_down is the last callback of a stream; it always comes
+ * from the loop, never from inside a call into this module (a send whose
+ * write fails, a verdict, a close) nor from another stream's callback; the
+ * stream's pointer is valid until that callback returns, so the owner
+ * forgets it there. A stream that ended but whose on_down has not come yet
+ * refuses sends and verdicts and is not ready.
  * xmpp_s2s_close() only starts the end; xmpp_s2s_shutdown() frees every
  * stream of an env at once, for the owner's own end. Nothing here logs:
  * why a stream ended is on_down's text.
@@ -38,7 +42,9 @@
 #include "xmpp_xml.h"
 
 #define XMPP_S2S_ID_LEN 32       /* stream ids we make: hex */
-#define XMPP_S2S_DB_KEY_LEN 64   /* dialback keys: hex of HMAC-SHA256 */
+#define XMPP_S2S_DB_KEY_LEN 64   /* our dialback keys: hex of HMAC-SHA256 */
+#define XMPP_S2S_DB_KEY_MAX 256  /* a peer's key, whatever its server's scheme */
+#define XMPP_S2S_BAD_KEYS 3      /* dialback keys refused before the stream is closed */
 #define XMPP_S2S_MAX_PAIRS 16    /* domain pairs one inbound stream may carry */
 
 struct xmpp_s2s;
@@ -157,7 +163,8 @@ struct xmpp_s2s *xmpp_s2s_connect(struct xmpp_s2s_env *env, const char *local,
 /*
  * Sends a stanza on a ready outbound stream (in the stream's namespace,
  * jabber:server). Returns 0, or -1 when the stream is not ready or is
- * closing, or the stanza cannot be written (bad characters: nothing sent).
+ * closing, or the stanza cannot be written (bad characters: nothing sent),
+ * or the stream failed while writing it (its on_down follows from the loop).
  */
 int xmpp_s2s_send(struct xmpp_s2s *s, const struct xmpp_xml_elem *stanza);
 
@@ -183,6 +190,8 @@ void xmpp_s2s_close(struct xmpp_s2s *s, enum xmpp_xml_cond cond, const char *tex
 int xmpp_s2s_is_outbound(const struct xmpp_s2s *s);
 int xmpp_s2s_is_ready(const struct xmpp_s2s *s);
 int xmpp_s2s_is_tls(const struct xmpp_s2s *s);
+/* Whether the stream is ending or has ended (its on_down may not have come yet). */
+int xmpp_s2s_is_closing(const struct xmpp_s2s *s);
 enum xmpp_s2s_mode xmpp_s2s_mode(const struct xmpp_s2s *s);
 /* The outbound stream's local and remote domains; for an inbound stream,
  * those of its stream header (NULL before it). */
