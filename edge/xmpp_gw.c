@@ -1,7 +1,6 @@
 #include "xmpp_gw.h"
 
 #include <ctype.h>
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,7 +9,6 @@
 #include <strings.h>
 
 #include "clu_node.h"
-#include "domain.h"
 #include "list.h"
 #include "log.h"
 #include "pol.h"
@@ -52,7 +50,6 @@ struct gw_stats {
 struct xmpp_gw {
 	struct ev_loop *loop;
 	const struct edge_cfg *cfg;
-	const struct cfg_xmpp *x;
 	struct proxy *proxy;              /* where the gateway's SIP requests go */
 	struct xmpp_proxy *xp;            /* the streams to the partners */
 	struct clu_node *cluster;
@@ -67,7 +64,7 @@ struct xmpp_gw {
 	ev_timer defer_timer;
 	ev_timer maint_timer;
 	struct gw_stats stats;
-	int closing;                       /* xmpp_gw_free() under way: no callbacks out */
+	int closing;                       /* quiesced or being freed: nothing sent, nobody answered */
 };
 
 static void handle_presence(struct xmpp_gw *gw, struct xmpp_xml_elem *st);
@@ -88,7 +85,7 @@ static int bare_domain(const char *addr, char *out, size_t len)
 	return 0;
 }
 
-/* ---- SIP requests of the gateway's own ---- */
+/* ---- stanzas and SIP requests of the gateway's own ---- */
 
 /* An error stanza answering a stanza (from -> to swapped), RFC 6120 8.3. */
 static void send_error(struct xmpp_gw *gw, const char *name, const char *from, const char *to,
@@ -1226,7 +1223,6 @@ struct xmpp_gw *xmpp_gw_new(struct ev_loop *loop, const struct edge_cfg *cfg, st
 	}
 	gw->loop = loop;
 	gw->cfg = cfg;
-	gw->x = cfg->xmpp;
 	gw->proxy = proxy;
 	gw->cluster = cluster;
 	list_init(&gw->deferred);

@@ -125,20 +125,15 @@ struct xmpp_proxy {
 
 /* ---- configuration look-ups ---- */
 
-static int eq_domain(const char *a, size_t alen, const char *b)
-{
-	return dom_eq(a, alen, b);
-}
-
 static const struct cfg_xmpp_partner *find_partner(const struct xmpp_proxy *px, const char *d,
                                                    size_t len)
 {
 	for (unsigned i = 0; i < px->x->npartners; i++) {
 		const struct cfg_xmpp_partner *p = &px->x->partners[i];
-		if (eq_domain(d, len, p->domain))
+		if (dom_eq(d, len, p->domain))
 			return p;
 		for (unsigned k = 0; k < p->nadditional_domains; k++)
-			if (eq_domain(d, len, p->additional_domains[k]))
+			if (dom_eq(d, len, p->additional_domains[k]))
 				return p;
 	}
 	return NULL;
@@ -147,7 +142,7 @@ static const struct cfg_xmpp_partner *find_partner(const struct xmpp_proxy *px, 
 static int is_our_domain(const struct xmpp_proxy *px, const char *d, size_t len)
 {
 	for (unsigned i = 0; i < px->x->ndomains; i++)
-		if (eq_domain(d, len, px->x->domains[i]))
+		if (dom_eq(d, len, px->x->domains[i]))
 			return 1;
 	return 0;
 }
