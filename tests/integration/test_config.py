@@ -31,7 +31,7 @@ def test_good_config(good_config, tmp_path):
 def test_sample_config_checks_with_its_certificates(tmp_path):
     """etc/edged.conf, as the embedded default, with the certificates make run makes."""
     subprocess.run([str(REPO / "tools" / "mkcerts.sh"), str(tmp_path / "run" / "pki"),
-                    "sip.contoso.test"], check=True)
+                    "sip.contoso.test", "contoso.test"], check=True)
     r = check(REPO / "etc" / "edged.conf", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     r = subprocess.run([edged_binary(), "-t"], capture_output=True, text=True, cwd=tmp_path)

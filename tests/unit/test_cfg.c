@@ -162,7 +162,17 @@ static void assert_shipped_values(const struct edge_cfg *cfg)
 	assert_int_equal(cfg->connect_timeout_ms, 5000);
 	assert_int_equal(cfg->keepalive_s, 1200);
 	assert_int_equal(cfg->whitespace_keepalive, 1);
-	assert_null(cfg->xmpp); /* documented, commented out */
+	/* The demo's XMPP: its Prosody, jabber.test, as a Federated partner. */
+	assert_non_null(cfg->xmpp);
+	assert_int_equal(cfg->xmpp->nlisten, 1);
+	assert_int_equal(cfg->xmpp->listen[0].port, 5269);
+	assert_string_equal(cfg->xmpp->cert_file, "run/pki/contoso.test.pem");
+	assert_int_equal(cfg->xmpp->ndomains, 1);
+	assert_string_equal(cfg->xmpp->domains[0], "contoso.test");
+	assert_int_equal(cfg->xmpp->npartners, 1);
+	assert_string_equal(cfg->xmpp->partners[0].domain, "jabber.test");
+	assert_int_equal(cfg->xmpp->partners[0].type, CFG_XMPP_FEDERATED);
+	assert_int_equal(cfg->policies[0].xmpp, 1);
 }
 
 static void test_default(void **state)
