@@ -3,12 +3,13 @@
 # Kamailio, on build/edged (or $EDGED), the gossip cluster side by side
 # with serf (build/bench/clu_bench_node, built by cluster.sh), and the
 # balancer (build/balancerd, or $BALANCERD): failover against keepalived's
-# defaults, the VIP's proxy against HAProxy. Prints a summary; raw results go
+# defaults, the VIP's proxy against HAProxy; and the XMPP gateway against
+# Prosody's own s2s acceptance. Prints a summary; raw results go
 # to $BENCH_OUT (default: a new folder under $TMPDIR), never into the tree.
 #   BENCH_MEMORY_ARGS / BENCH_RELAY_ARGS / BENCH_CLUSTER_ARGS /
-#   BENCH_BALANCER_ARGS: extra options for each benchmark, e.g.
+#   BENCH_BALANCER_ARGS / BENCH_XMPP_ARGS: extra options for each benchmark, e.g.
 #   BENCH_RELAY_ARGS="--repeats 1 --seconds 2" for a quick look;
-#   BENCH_ONLY="cluster" (or "balancer", ...) runs only the benchmarks named.
+#   BENCH_ONLY="cluster" (or "balancer", "xmpp", ...) runs only the benchmarks named.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -52,7 +53,7 @@ bench() {
 	return "$rc"
 }
 
-only=" ${BENCH_ONLY:-idle_tls_memory message_relay cluster balancer} "
+only=" ${BENCH_ONLY:-idle_tls_memory message_relay cluster balancer xmpp} "
 rc=0
 # shellcheck disable=SC2086 # the extra options are words on purpose
 [[ $only == *" idle_tls_memory "* ]] &&
@@ -70,19 +71,23 @@ rc=0
 # shellcheck disable=SC2086
 [[ $only == *" balancer "* ]] &&
 	{ bench balancer "$here/balancer.sh" --out "$out/balancer" ${BENCH_BALANCER_ARGS:-} || rc=1; }
+# About 8 minutes: Prosody 0.12 and sipp, loopback only.
+# shellcheck disable=SC2086
+[[ $only == *" xmpp "* ]] &&
+	{ bench xmpp "$here/xmpp.sh" --out "$out/xmpp" ${BENCH_XMPP_ARGS:-} || rc=1; }
 
 echo
 echo "# EdgePool benchmarks ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1))"
 echo
-for f in idle_tls_memory message_relay cluster balancer; do
+for f in idle_tls_memory message_relay cluster balancer xmpp; do
 	[ -s "$out/$f.md" ] && cat "$out/$f.md" && echo
 done
 
 # Safety net: nothing we started may outlive us. Our processes name a file
 # under $out on their command line, or (sipp, wrk, nginx's worker) run in a
-# folder under it.
+# folder under it. Prosody runs as lua5.4, the XMPP receiver as python3.
 left=()
-for p in $(for n in edged kamailio sipp clu_bench_node serf balancerd keepalived haproxy nginx wrk; do
+for p in $(for n in edged kamailio sipp clu_bench_node serf balancerd keepalived haproxy nginx wrk lua5.4 python3; do
 	pgrep -x "$n"; done); do
 	if tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -qF "$out/" ||
 		[[ "$(readlink "/proc/$p/cwd" 2>/dev/null)" == "$out"/* ]]; then
