@@ -30,7 +30,16 @@
 #define MAX_SRV 8                /* SRV targets resolved for one partner */
 #define MAX_QUEUED 1000          /* stanzas waiting for one outbound stream */
 #define MAX_QUEUED_BYTES (4u << 20)
+/*
+ * A stream is given stanzas while less than this waits in it unwritten;
+ * past it they wait in the pair's queue (bounded above) and their senders
+ * for their answers. So a peer that reads slower than we are fed pushes
+ * back on the SIP side (503 when the queue is full) instead of filling the
+ * stream until it fails with stanzas already answered.
+ */
+#define STREAM_HIGH_WATER (256u << 10)
 #define HOLD_TTL_MS (3600ull * 1000)  /* a stream holder record */
+#define STATUS_STREAMS 100       /* streams listed in the status, at most */
 
 struct listener {
 	struct xmpp_proxy *px;
@@ -306,9 +315,15 @@ static void out_free(struct out_pair *o)
 	free(o);
 }
 
+/* Whether the pair's stream takes a stanza now. */
+static int out_open(const struct out_pair *o)
+{
+	return o->s && xmpp_s2s_is_ready(o->s) && xmpp_s2s_unsent(o->s) < STREAM_HIGH_WATER;
+}
+
 static void out_flush(struct out_pair *o)
 {
-	while (!list_empty(&o->queue) && o->s && xmpp_s2s_is_ready(o->s)) {
+	while (!list_empty(&o->queue) && out_open(o)) {
 		struct queued *q = list_entry(o->queue.next, struct queued, link);
 		int rc = xmpp_s2s_send(o->s, q->stanza);
 		if (rc == 0)
@@ -397,7 +412,7 @@ enum xmpp_proxy_send_result xmpp_proxy_send(struct xmpp_proxy *px, const char *l
 	struct out_pair *o = p && !px->closing ? out_get(px, local, remote, p) : NULL;
 	if (pending)
 		*pending = NULL;
-	if (o && o->s && xmpp_s2s_is_ready(o->s) && list_empty(&o->queue)) {
+	if (o && list_empty(&o->queue) && out_open(o)) {
 		int rc = xmpp_s2s_send(o->s, stanza);
 		xmpp_xml_free(stanza);
 		if (rc < 0)
@@ -419,7 +434,7 @@ enum xmpp_proxy_send_result xmpp_proxy_send(struct xmpp_proxy *px, const char *l
 	q->done = done;
 	q->arg = arg;
 	xmpp_xml_buf_free(&sized);
-	/* Not ready (the ready case went above): the answer comes from the loop. */
+	/* Not ready, or backlogged (the open case went above): the answer comes from the loop. */
 	list_add_tail(&o->queue, &q->link);
 	o->nqueued++;
 	o->queued_bytes += q->bytes;
@@ -619,7 +634,15 @@ static void on_down(void *arg, struct xmpp_s2s *s, int failed, const char *why)
 	xmpp_s2s_set_user(s, NULL);
 }
 
+static void on_drained(void *arg, struct xmpp_s2s *s)
+{
+	struct stream_link *l = xmpp_s2s_user(s);
+	if (l && l->out)
+		out_flush(l->out);
+}
+
 static const struct xmpp_s2s_cbs s2s_cbs = {
+	.on_drained = on_drained,
 	.partner = on_partner,
 	.on_ready = on_ready,
 	.verify = on_verify,
@@ -842,9 +865,14 @@ size_t xmpp_proxy_status_json(const struct xmpp_proxy *px, char *buf, size_t len
 		return len - 1;
 	size_t at = (size_t)n;
 	const char *sep = "";
+	unsigned listed = 0, open = 0;
 	struct list_node *it, *tmp;
 	list_for_each_safe(it, tmp, &px->streams) {
 		const struct stream_link *l = list_entry(it, struct stream_link, link);
+		/* The status page has a size: the first streams, and how many there are. */
+		if (open++ >= STATUS_STREAMS)
+			continue;
+		listed++;
 		const struct xmpp_s2s *s = l->s;
 		const char *local = xmpp_s2s_local(s), *remote = xmpp_s2s_remote(s);
 		/* Domains are checked by the stream (dom_valid): nothing in them needs escaping. */
@@ -861,7 +889,8 @@ size_t xmpp_proxy_status_json(const struct xmpp_proxy *px, char *buf, size_t len
 		at += (size_t)n;
 		sep = ", ";
 	}
-	n = snprintf(buf + at, len - at, "]");
+	n = snprintf(buf + at, len - at, "], \"streams_open\": %u, \"streams_listed\": %u", open,
+	             listed);
 	if (n < 0 || (size_t)n >= len - at)
 		return len - 1;
 	return at + (size_t)n;

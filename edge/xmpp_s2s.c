@@ -71,6 +71,7 @@ struct xmpp_s2s {
 	int served_verify;            /* answered a db:verify (authoritative role) */
 	int peer_closed;              /* the peer's </stream:stream> came while we were closing */
 	unsigned bad_keys;            /* dialback keys refused on this stream */
+	int backlogged;               /* stanzas were queued since the output was last empty */
 	enum xmpp_s2s_mode mode;
 	enum xmpp_s2s_auth auth;
 	struct xmpp_s2s_policy policy;
@@ -80,7 +81,8 @@ struct xmpp_s2s {
 	char peer[64];
 	struct xmpp_s2s_target *targets;
 	unsigned ntargets, target;
-	struct pair pairs[XMPP_S2S_MAX_PAIRS];
+	struct pair *pairs;           /* inbound: grown as peers authenticate more pairs */
+	unsigned pair_cap;
 	unsigned npairs;
 	struct verify_req *verifies;  /* verify mode: keys not sent yet */
 	unsigned nverifies;
@@ -296,6 +298,7 @@ static void stream_free(struct xmpp_s2s *s)
 	xmpp_xml_buf_free(&s->out);
 	free(s->targets);
 	free(s->verifies);
+	free(s->pairs);
 	free(s);
 }
 
@@ -558,6 +561,16 @@ static struct pair *add_pair(struct xmpp_s2s *s, const char *local, const char *
 	struct pair *p = find_pair(s, local, remote);
 	if (p || s->npairs == XMPP_S2S_MAX_PAIRS)
 		return p;
+	if (s->npairs == s->pair_cap) {
+		/* Most streams carry one pair: room for more only once a second comes. */
+		unsigned cap = s->pair_cap ? 2 * s->pair_cap : 1;
+		struct pair *grown = realloc(s->pairs, (cap < XMPP_S2S_MAX_PAIRS ? cap
+		                                        : XMPP_S2S_MAX_PAIRS) * sizeof(*grown));
+		if (!grown)
+			return NULL;
+		s->pairs = grown;
+		s->pair_cap = cap < XMPP_S2S_MAX_PAIRS ? cap : XMPP_S2S_MAX_PAIRS;
+	}
 	p = &s->pairs[s->npairs++];
 	snprintf(p->local, sizeof(p->local), "%s", local);
 	snprintf(p->remote, sizeof(p->remote), "%s", remote);
@@ -1259,6 +1272,13 @@ static void write_step(struct xmpp_s2s *s)
 {
 	if (flush(s) < 0)
 		return;
+	if (s->backlogged && s->out.len == 0 && s->st == ST_READY) {
+		s->backlogged = 0;
+		if (s->env->cbs->on_drained)
+			s->env->cbs->on_drained(s->env->arg, s);
+		if (s->st == ST_DEAD)
+			return;
+	}
 	if (s->st == ST_TLS_WAIT && s->out.len == 0)
 		start_tls(s);
 	else
@@ -1423,10 +1443,16 @@ int xmpp_s2s_send(struct xmpp_s2s *s, const struct xmpp_xml_elem *stanza)
 	if (out_elem(s, stanza) < 0)
 		return -1;
 	s->last_stanza = ev_now(s->env->loop);
-	if (flush(s) < 0)
-		return -1; /* the stream failed writing it: on_down follows from the loop */
+	/* Written when the socket is next writable, with whatever else comes in this
+	 * loop iteration: one write and fewer TLS records for a burst. */
+	s->backlogged = 1;
 	update_io(s);
 	return 0;
+}
+
+size_t xmpp_s2s_unsent(const struct xmpp_s2s *s)
+{
+	return s->out.len - s->out_sent;
 }
 
 int xmpp_s2s_verify_key(struct xmpp_s2s *s, const char *id, const char *key)

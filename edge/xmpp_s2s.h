@@ -102,6 +102,9 @@ struct xmpp_s2s_cbs {
 	 * tree belongs to the stream: clone to keep it.
 	 */
 	void (*on_stanza)(void *arg, struct xmpp_s2s *s, struct xmpp_xml_elem *stanza);
+	/* An outbound stream wrote out every stanza given to it: the owner may
+	 * give more (xmpp_s2s_unsent() says how much still waits). May be NULL. */
+	void (*on_drained)(void *arg, struct xmpp_s2s *s);
 	/* The stream ended: failed says an error ended it (not the peer's
 	 * close, idleness or ours). The last callback. */
 	void (*on_down)(void *arg, struct xmpp_s2s *s, int failed, const char *why);
@@ -161,12 +164,17 @@ struct xmpp_s2s *xmpp_s2s_connect(struct xmpp_s2s_env *env, const char *local,
                                   enum xmpp_s2s_mode mode, char *err, size_t errlen);
 
 /*
- * Sends a stanza on a ready outbound stream (in the stream's namespace,
- * jabber:server). Returns 0, or -1 when the stream is not ready or is
- * closing, or the stanza cannot be written (bad characters: nothing sent),
- * or the stream failed while writing it (its on_down follows from the loop).
+ * Queues a stanza on a ready outbound stream (in the stream's namespace,
+ * jabber:server), to be written when the socket is next writable together
+ * with the others of this loop iteration. Returns 0, or -1 when the stream
+ * is not ready or is closing, or the stanza cannot be serialized (bad
+ * characters: nothing queued). The owner keeps xmpp_s2s_unsent() small
+ * (on_drained tells when to go on): a stream whose peer leaves more than
+ * max_queued_bytes unread fails.
  */
 int xmpp_s2s_send(struct xmpp_s2s *s, const struct xmpp_xml_elem *stanza);
+/* Bytes given to the stream and not yet written to its socket. */
+size_t xmpp_s2s_unsent(const struct xmpp_s2s *s);
 
 /*
  * Verify mode: asks the peer, as the authoritative server of remote,
