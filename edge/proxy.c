@@ -1144,6 +1144,7 @@ int proxy_originate(struct proxy *px, struct sip_msg *req, const char *trust,
 	t->fwd = sip_msg_clone(req);
 	if (!t->fwd) {
 		t->origin = NULL;
+		px->unanswered--;
 		ptx_srv_done(t);
 		ptx_settle(t);
 		return -1;
