@@ -616,7 +616,6 @@ static struct sip_str header_host(const struct sip_msg *m, enum sip_hdr_id id)
 	return host;
 }
 
-
 /*
  * The dialog of t's request, as the answer resp shows it: the internal
  * party's tag (its From tag when it sent the request, else the answer's To
@@ -1092,12 +1091,16 @@ static void gw_answer(struct ptx *t, const struct xmpp_gw_answer *a)
 	if (a->status >= 300)
 		log_info("rejected %s call-id=%.*s to XMPP: %u %s", sip_method_name(t->req->method),
 		         SPAN(t->req->call_id), a->status, a->warning ? a->warning : "");
-	struct sip_msg *resp = sip_msg_response(t->req, a->status, NULL,
-	                                        a->to_tag ? a->to_tag : NULL);
+	/* The gateway's tag for a dialog it begins, else ours as for any answer of the edge. */
+	const char *warning = a->status >= 300 ? a->warning : NULL;
+	struct sip_msg *resp = a->to_tag ? sip_msg_response(t->req, a->status, NULL, a->to_tag)
+	                                 : make_response(px, t->req, a->status, NULL, warning);
 	if (resp) {
-		sip_msg_append(resp, SIP_HDR_SERVER, NULL, SERVER_HEADER, strlen(SERVER_HEADER));
-		if (a->status >= 300 && a->warning)
-			add_warning(px, resp, a->warning);
+		if (a->to_tag) {
+			sip_msg_append(resp, SIP_HDR_SERVER, NULL, SERVER_HEADER, strlen(SERVER_HEADER));
+			if (warning)
+				add_warning(px, resp, warning);
+		}
 		if (a->contact)
 			sip_msg_append(resp, SIP_HDR_CONTACT, NULL, a->contact, strlen(a->contact));
 		if (a->expires >= 0)
